@@ -1,0 +1,117 @@
+//! Counting samples by thread and stack.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::frame::{BinaryId, BinaryInfo, RawFrame};
+use crate::stack::{StackId, StackTable};
+
+/// Who a sample belongs to. Names are part of the key so that a reused pid,
+/// or a thread that renames itself, is not merged with its predecessor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ThreadInfo {
+    pub pid: u32,
+    pub tid: u32,
+    pub process_name: Arc<str>,
+    pub thread_name: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    pub thread: ThreadInfo,
+    pub stack: StackId,
+}
+
+/// Samples of one aggregation window, with the tables their frames refer to.
+#[derive(Debug, Clone, Default)]
+pub struct Aggregate {
+    pub stacks: StackTable,
+    binaries: Vec<BinaryInfo>,
+    binary_index: HashMap<BinaryInfo, BinaryId>,
+    pub counts: HashMap<SampleKey, u64>,
+    /// Samples taken (including those whose stack could not be unwound).
+    pub total_samples: u64,
+    /// Samples the kernel reported as lost (ring buffer full).
+    pub lost_samples: u64,
+    /// Samples whose user stack could not be unwound past the first frame.
+    pub truncated_stacks: u64,
+}
+
+impl Aggregate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a binary and returns its id; equal descriptions share an id.
+    pub fn binary(&mut self, info: BinaryInfo) -> BinaryId {
+        if let Some(id) = self.binary_index.get(&info) {
+            return *id;
+        }
+        let id = BinaryId(self.binaries.len() as u32);
+        self.binaries.push(info.clone());
+        self.binary_index.insert(info, id);
+        id
+    }
+
+    pub fn binary_info(&self, id: BinaryId) -> Option<&BinaryInfo> {
+        self.binaries.get(id.0 as usize)
+    }
+
+    pub fn binaries(&self) -> impl Iterator<Item = (BinaryId, &BinaryInfo)> {
+        self.binaries
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (BinaryId(i as u32), b))
+    }
+
+    /// Adds `count` samples of `frames` (leaf first) for `thread`.
+    pub fn add(&mut self, thread: ThreadInfo, frames_leaf_first: &[RawFrame], count: u64) {
+        let stack = self.stacks.intern_leaf_first(frames_leaf_first);
+        *self.counts.entry(SampleKey { thread, stack }).or_insert(0) += count;
+        self.total_samples += count;
+    }
+
+    /// Number of distinct (thread, stack) entries.
+    pub fn distinct(&self) -> usize {
+        self.counts.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread(pid: u32, name: &str) -> ThreadInfo {
+        ThreadInfo {
+            pid,
+            tid: pid,
+            process_name: name.into(),
+            thread_name: name.into(),
+        }
+    }
+
+    #[test]
+    fn equal_samples_are_counted_once_and_names_separate_pids() {
+        let mut agg = Aggregate::new();
+        let bin = agg.binary(BinaryInfo {
+            path: "/bin/x".into(),
+            open_path: None,
+            build_id: None,
+        });
+        let frames = [RawFrame::User {
+            binary: bin,
+            file_offset: 0x10,
+        }];
+        agg.add(thread(1, "a"), &frames, 1);
+        agg.add(thread(1, "a"), &frames, 2);
+        agg.add(thread(1, "b"), &frames, 1);
+        assert_eq!(agg.distinct(), 2);
+        assert_eq!(agg.total_samples, 4);
+        let same_bin = agg.binary(BinaryInfo {
+            path: "/bin/x".into(),
+            open_path: None,
+            build_id: None,
+        });
+        assert_eq!(same_bin, bin);
+    }
+}

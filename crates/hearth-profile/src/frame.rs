@@ -1,0 +1,42 @@
+//! Normalized frames: addresses that stay meaningful after a process exits.
+
+use std::sync::Arc;
+
+/// Index of a binary in an [`crate::Aggregate`]'s binary table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BinaryId(pub u32);
+
+/// A frame as the sampling thread records it.
+///
+/// User addresses are stored as file offsets inside their binary, so that the
+/// symbolizer can work from the file alone, even once the process is gone.
+/// Return addresses are already adjusted to point inside the call instruction
+/// (address minus one), so every frame is a lookup address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RawFrame {
+    /// A kernel text address, resolved through kallsyms.
+    Kernel(u64),
+    /// A user address inside a file-backed executable mapping.
+    User { binary: BinaryId, file_offset: u64 },
+    /// A user address that no known mapping covers (JIT code, anonymous
+    /// executable memory, or a mapping we did not learn about in time).
+    Unknown(u64),
+}
+
+impl RawFrame {
+    pub fn is_kernel(&self) -> bool {
+        matches!(self, RawFrame::Kernel(_))
+    }
+}
+
+/// What the symbolizer needs to know of a binary.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BinaryInfo {
+    /// Path as the process saw it (inside its mount namespace).
+    pub path: Arc<str>,
+    /// Path through which this host can open the same file, if different
+    /// (for example `/proc/<pid>/root/<path>` captured while it was alive).
+    pub open_path: Option<Arc<str>>,
+    /// GNU build id, raw bytes.
+    pub build_id: Option<Arc<[u8]>>,
+}

@@ -1,1 +1,15 @@
-//! placeholder
+//! What the profiler knows about processes and the files they execute.
+//!
+//! * [`procfs`]: parsers of `/proc/<pid>/maps`, `comm` and `status`; their
+//!   input is outside data, so they never panic and are fuzzed.
+//! * [`binary`]: ELF files opened once and shared, keyed by device and
+//!   inode: build id, loadable segments and the sections unwinding needs.
+//! * [`table`]: the live process table, kept current from the kernel's
+//!   mmap/comm/fork/exit records after an initial `/proc` scan.
+
+pub mod binary;
+pub mod procfs;
+pub mod table;
+
+pub use binary::{Binary, BinaryCache, BinaryKey, LoadError, SectionRange};
+pub use table::{Mapping, Process, ProcessTable, TableStats};

@@ -71,9 +71,7 @@ pub struct Report {
 impl Report {
     /// Nominal time each sample stands for, in nanoseconds.
     pub fn period_ns(&self) -> u64 {
-        1_000_000_000u64
-            .checked_div(self.frequency_hz)
-            .unwrap_or(0)
+        1_000_000_000u64.checked_div(self.frequency_hz).unwrap_or(0)
     }
 
     pub fn total_samples(&self) -> u64 {
@@ -106,17 +104,43 @@ mod tests {
         let r = Report {
             frequency_hz: 100,
             functions: vec![
-                Function { name: "main".into(), file: None },
-                Function { name: "inner".into(), file: None },
-                Function { name: "outer".into(), file: None },
+                Function {
+                    name: "main".into(),
+                    file: None,
+                },
+                Function {
+                    name: "inner".into(),
+                    file: None,
+                },
+                Function {
+                    name: "outer".into(),
+                    file: None,
+                },
             ],
             locations: vec![
-                Location { mapping: None, address: 1, lines: vec![Line { function: 0, line: 0 }], kernel: false },
+                Location {
+                    mapping: None,
+                    address: 1,
+                    lines: vec![Line {
+                        function: 0,
+                        line: 0,
+                    }],
+                    kernel: false,
+                },
                 // `inner` was inlined into `outer`.
                 Location {
                     mapping: None,
                     address: 2,
-                    lines: vec![Line { function: 1, line: 3 }, Line { function: 2, line: 9 }],
+                    lines: vec![
+                        Line {
+                            function: 1,
+                            line: 3,
+                        },
+                        Line {
+                            function: 2,
+                            line: 9,
+                        },
+                    ],
                     kernel: false,
                 },
             ],
@@ -131,7 +155,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(r.period_ns(), 10_000_000);
-        assert_eq!(r.function_names_root_first(&r.samples[0]), vec!["main", "outer", "inner"]);
+        assert_eq!(
+            r.function_names_root_first(&r.samples[0]),
+            vec!["main", "outer", "inner"]
+        );
         assert_eq!(r.total_samples(), 2);
     }
 }

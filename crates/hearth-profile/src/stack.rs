@@ -68,7 +68,10 @@ impl StackTable {
 
     /// Frames of `id`, leaf first.
     pub fn frames(&self, id: StackId) -> StackFrames<'_> {
-        StackFrames { table: self, next: id }
+        StackFrames {
+            table: self,
+            next: id,
+        }
     }
 
     /// Number of interned nodes, the empty stack included.
@@ -107,8 +110,16 @@ mod tests {
     #[test]
     fn shared_prefixes_share_nodes_and_round_trip() {
         let mut t = StackTable::new();
-        let a = [RawFrame::Kernel(3), RawFrame::Kernel(2), RawFrame::Kernel(1)];
-        let b = [RawFrame::Kernel(4), RawFrame::Kernel(2), RawFrame::Kernel(1)];
+        let a = [
+            RawFrame::Kernel(3),
+            RawFrame::Kernel(2),
+            RawFrame::Kernel(1),
+        ];
+        let b = [
+            RawFrame::Kernel(4),
+            RawFrame::Kernel(2),
+            RawFrame::Kernel(1),
+        ];
         let ia = t.intern_leaf_first(&a);
         let ib = t.intern_leaf_first(&b);
         assert_ne!(ia, ib);

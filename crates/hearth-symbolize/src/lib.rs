@@ -1,1 +1,363 @@
-//! placeholder
+//! Symbolization: from an [`Aggregate`] of normalized frames to a [`Report`].
+//!
+//! User frames are `(binary, file offset)` pairs, so they can be resolved
+//! from the file alone, long after the process exited. Results are cached
+//! by build id (or path when a binary has none) and file offset, so a
+//! long-running agent resolves each address once. Kernel frames are looked
+//! up in kallsyms. Inlined functions are expanded; Rust and C++ names are
+//! demangled.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
+use blazesym::MaybeDefault;
+use hearth_profile::{
+    Aggregate, BinaryId, BinaryInfo, Function, Line, Location, Mapping, RawFrame, Report,
+    ReportSample,
+};
+
+/// One resolved function at an address, innermost first in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SymbolLine {
+    pub name: Arc<str>,
+    pub file: Option<Arc<str>>,
+    pub line: u32,
+}
+
+/// Cache key of a binary: build id when present, else the path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FileKey {
+    BuildId(Arc<[u8]>),
+    Path(Arc<str>),
+}
+
+fn file_key(info: &BinaryInfo) -> FileKey {
+    match &info.build_id {
+        Some(id) => FileKey::BuildId(id.clone()),
+        None => FileKey::Path(info.path.clone()),
+    }
+}
+
+/// Counters of symbolization, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SymbolizeStats {
+    pub resolved: u64,
+    pub unresolved: u64,
+    pub cache_hits: u64,
+}
+
+pub struct Symbolizer {
+    blaze: Blaze,
+    user_cache: HashMap<(FileKey, u64), Arc<[SymbolLine]>>,
+    kernel_cache: HashMap<u64, Arc<[SymbolLine]>>,
+    pub stats: SymbolizeStats,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Facts about the recording that the aggregate does not hold.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordingInfo {
+    pub start_unix_ns: u64,
+    pub duration_ns: u64,
+    pub frequency_hz: u64,
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn convert(sym: &blazesym::symbolize::Sym<'_>) -> Vec<SymbolLine> {
+    let mut lines = Vec::with_capacity(1 + sym.inlined.len());
+    // blazesym lists inlined calls outermost first; we want innermost first.
+    for inl in sym.inlined.iter().rev() {
+        lines.push(SymbolLine {
+            name: Arc::from(&*inl.name),
+            file: inl
+                .code_info
+                .as_ref()
+                .map(|c| Arc::from(&*c.to_path().to_string_lossy())),
+            line: inl.code_info.as_ref().and_then(|c| c.line).unwrap_or(0),
+        });
+    }
+    lines.push(SymbolLine {
+        name: Arc::from(&*sym.name),
+        file: sym
+            .code_info
+            .as_ref()
+            .map(|c| Arc::from(&*c.to_path().to_string_lossy())),
+        line: sym.code_info.as_ref().and_then(|c| c.line).unwrap_or(0),
+    });
+    lines
+}
+
+fn placeholder(name: String) -> Arc<[SymbolLine]> {
+    Arc::from(vec![SymbolLine {
+        name: name.into(),
+        file: None,
+        line: 0,
+    }])
+}
+
+impl Symbolizer {
+    pub fn new() -> Self {
+        Symbolizer {
+            blaze: Blaze::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(true)
+                .enable_demangling(true)
+                .build(),
+            user_cache: HashMap::new(),
+            kernel_cache: HashMap::new(),
+            stats: SymbolizeStats::default(),
+        }
+    }
+
+    /// Resolves file offsets of one binary, filling the cache.
+    fn resolve_user(&mut self, info: &BinaryInfo, offsets: &[u64]) {
+        let key = file_key(info);
+        let todo: Vec<u64> = offsets
+            .iter()
+            .copied()
+            .filter(|o| !self.user_cache.contains_key(&(key.clone(), *o)))
+            .collect();
+        self.stats.cache_hits += (offsets.len() - todo.len()) as u64;
+        if todo.is_empty() {
+            return;
+        }
+        let path = info.open_path.as_deref().unwrap_or(&info.path);
+        let mut elf = Elf::new(path);
+        elf.debug_syms = true;
+        let results = self
+            .blaze
+            .symbolize(&Source::Elf(elf), Input::FileOffset(&todo))
+            .unwrap_or_default();
+        for (i, off) in todo.iter().enumerate() {
+            let lines = match results.get(i) {
+                Some(Symbolized::Sym(sym)) => {
+                    self.stats.resolved += 1;
+                    Arc::from(convert(sym))
+                }
+                _ => {
+                    self.stats.unresolved += 1;
+                    placeholder(format!("[unknown] {}+{off:#x}", basename(&info.path)))
+                }
+            };
+            self.user_cache.insert((key.clone(), *off), lines);
+        }
+    }
+
+    fn resolve_kernel(&mut self, addrs: &[u64]) {
+        let todo: Vec<u64> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !self.kernel_cache.contains_key(a))
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let kernel = Kernel {
+            kallsyms: MaybeDefault::Default,
+            vmlinux: MaybeDefault::None,
+            ..Default::default()
+        };
+        let results = self
+            .blaze
+            .symbolize(&Source::Kernel(kernel), Input::AbsAddr(&todo))
+            .unwrap_or_default();
+        for (i, addr) in todo.iter().enumerate() {
+            let lines = match results.get(i) {
+                Some(Symbolized::Sym(sym)) => {
+                    self.stats.resolved += 1;
+                    Arc::from(convert(sym))
+                }
+                _ => {
+                    self.stats.unresolved += 1;
+                    placeholder(format!("[kernel] {addr:#x}"))
+                }
+            };
+            self.kernel_cache.insert(*addr, lines);
+        }
+    }
+
+    /// Symbolizes every frame of `agg` and builds the report.
+    pub fn report(&mut self, agg: &Aggregate, rec: RecordingInfo) -> Report {
+        // Unique frames, grouped by where they are resolved.
+        let mut user: HashMap<BinaryId, BTreeSet<u64>> = HashMap::new();
+        let mut kernel: BTreeSet<u64> = BTreeSet::new();
+        for key in agg.counts.keys() {
+            for frame in agg.stacks.frames(key.stack) {
+                match frame {
+                    RawFrame::Kernel(a) => {
+                        kernel.insert(a);
+                    }
+                    RawFrame::User {
+                        binary,
+                        file_offset,
+                    } => {
+                        user.entry(binary).or_default().insert(file_offset);
+                    }
+                    RawFrame::Unknown(_) => {}
+                }
+            }
+        }
+        for (id, offsets) in &user {
+            if let Some(info) = agg.binary_info(*id) {
+                let offsets: Vec<u64> = offsets.iter().copied().collect();
+                self.resolve_user(info, &offsets);
+            }
+        }
+        let kernel: Vec<u64> = kernel.into_iter().collect();
+        self.resolve_kernel(&kernel);
+
+        let mut b = ReportBuilder::default();
+        let mut report = Report {
+            start_unix_ns: rec.start_unix_ns,
+            duration_ns: rec.duration_ns,
+            frequency_hz: rec.frequency_hz,
+            lost_samples: agg.lost_samples,
+            ..Default::default()
+        };
+        let mut sample_index: HashMap<(Vec<usize>, u32, u32, Arc<str>, Arc<str>), usize> =
+            HashMap::new();
+        for (key, &count) in &agg.counts {
+            let stack: Vec<usize> = agg
+                .stacks
+                .frames(key.stack)
+                .map(|f| b.location(self, agg, f))
+                .collect();
+            let t = &key.thread;
+            let k = (
+                stack,
+                t.pid,
+                t.tid,
+                t.process_name.clone(),
+                t.thread_name.clone(),
+            );
+            if let Some(&i) = sample_index.get(&k) {
+                b.samples[i].count += count;
+                continue;
+            }
+            sample_index.insert(k.clone(), b.samples.len());
+            b.samples.push(ReportSample {
+                stack: k.0,
+                pid: t.pid,
+                tid: t.tid,
+                process_name: k.3,
+                thread_name: k.4,
+                count,
+            });
+        }
+        // Deterministic order helps diffing outputs.
+        b.samples
+            .sort_by(|a, c| (a.pid, a.tid, &a.stack).cmp(&(c.pid, c.tid, &c.stack)));
+        report.mappings = b.mappings;
+        report.functions = b.functions;
+        report.locations = b.locations;
+        report.samples = b.samples;
+        report
+    }
+}
+
+#[derive(Default)]
+struct ReportBuilder {
+    mappings: Vec<Mapping>,
+    mapping_index: HashMap<Option<BinaryId>, usize>,
+    functions: Vec<Function>,
+    function_index: HashMap<(Arc<str>, Option<Arc<str>>), usize>,
+    locations: Vec<Location>,
+    location_index: HashMap<RawFrame, usize>,
+    samples: Vec<ReportSample>,
+}
+
+impl ReportBuilder {
+    fn mapping(&mut self, agg: &Aggregate, binary: Option<BinaryId>) -> Option<usize> {
+        if let Some(&i) = self.mapping_index.get(&binary) {
+            return Some(i);
+        }
+        let m = match binary {
+            None => Mapping {
+                path: "[kernel.kallsyms]".into(),
+                build_id: None,
+                kernel: true,
+            },
+            Some(id) => {
+                let info = agg.binary_info(id)?;
+                Mapping {
+                    path: info.path.clone(),
+                    build_id: info
+                        .build_id
+                        .as_ref()
+                        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect()),
+                    kernel: false,
+                }
+            }
+        };
+        let i = self.mappings.len();
+        self.mappings.push(m);
+        self.mapping_index.insert(binary, i);
+        Some(i)
+    }
+
+    fn function(&mut self, line: &SymbolLine) -> usize {
+        let key = (line.name.clone(), line.file.clone());
+        if let Some(&i) = self.function_index.get(&key) {
+            return i;
+        }
+        let i = self.functions.len();
+        self.functions.push(Function {
+            name: line.name.clone(),
+            file: line.file.clone(),
+        });
+        self.function_index.insert(key, i);
+        i
+    }
+
+    fn location(&mut self, sym: &Symbolizer, agg: &Aggregate, frame: RawFrame) -> usize {
+        if let Some(&i) = self.location_index.get(&frame) {
+            return i;
+        }
+        let (mapping, address, symbol_lines, kernel) = match frame {
+            RawFrame::Kernel(a) => (
+                self.mapping(agg, None),
+                a,
+                sym.kernel_cache.get(&a).cloned(),
+                true,
+            ),
+            RawFrame::User {
+                binary,
+                file_offset,
+            } => {
+                let lines = agg
+                    .binary_info(binary)
+                    .and_then(|info| sym.user_cache.get(&(file_key(info), file_offset)).cloned());
+                (self.mapping(agg, Some(binary)), file_offset, lines, false)
+            }
+            RawFrame::Unknown(a) => (None, a, None, false),
+        };
+        let symbol_lines =
+            symbol_lines.unwrap_or_else(|| placeholder(format!("[unknown] {address:#x}")));
+        let lines = symbol_lines
+            .iter()
+            .map(|l| Line {
+                function: self.function(l),
+                line: l.line,
+            })
+            .collect();
+        let i = self.locations.len();
+        self.locations.push(Location {
+            mapping,
+            address,
+            lines,
+            kernel,
+        });
+        self.location_index.insert(frame, i);
+        i
+    }
+}

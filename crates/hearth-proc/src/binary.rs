@@ -1,0 +1,371 @@
+//! ELF binaries opened once and shared by every process that maps them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use object::elf::PT_LOAD;
+use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+use object::{Object, ObjectSection};
+
+/// Identity of a file on this host: device and inode as the kernel reports
+/// them in mmap records, or the path when no inode is known.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BinaryKey {
+    Inode { major: u32, minor: u32, inode: u64 },
+    Path(Arc<str>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: String, source: io::Error },
+    #[error("{path} is not a 64-bit little-endian ELF file: {reason}")]
+    NotElf { path: String, reason: String },
+}
+
+/// A section's address range (SVMA) and where its bytes are in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionRange {
+    pub svma: Range<u64>,
+    pub file: Range<usize>,
+}
+
+/// A `PT_LOAD` program header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub executable: bool,
+}
+
+/// The sections DWARF unwinding reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnwindSections {
+    pub text: Option<SectionRange>,
+    pub eh_frame: Option<SectionRange>,
+    pub eh_frame_hdr: Option<SectionRange>,
+    pub debug_frame: Option<SectionRange>,
+    pub got: Option<SectionRange>,
+}
+
+/// A parsed ELF file. The bytes stay memory-mapped; sections are ranges.
+#[derive(Debug)]
+pub struct Binary {
+    /// The path the process used.
+    pub path: Arc<str>,
+    /// The path this host opened (through `/proc/<pid>/root` for processes
+    /// in other mount namespaces).
+    pub open_path: Arc<str>,
+    pub build_id: Option<Arc<[u8]>>,
+    pub segments: Vec<Segment>,
+    pub sections: UnwindSections,
+    data: Mmap,
+    /// Kept open so the file stays reachable through `/proc/self/fd` after
+    /// the process that mapped it is gone, or the file was deleted.
+    file: Option<File>,
+}
+
+impl Binary {
+    /// Opens and parses `open_path`. `path` is how processes name the file.
+    pub fn open(path: Arc<str>, open_path: &str) -> Result<Binary, LoadError> {
+        let file = File::open(open_path).map_err(|source| LoadError::Open {
+            path: open_path.to_string(),
+            source,
+        })?;
+        // SAFETY: the mapping is read-only. A file truncated under us could
+        // fault on access; executables in use cannot be written (ETXTBSY),
+        // and every range below is checked against the length at map time.
+        let data = unsafe { Mmap::map(&file) }.map_err(|source| LoadError::Open {
+            path: open_path.to_string(),
+            source,
+        })?;
+        let mut b = Self::parse(path, open_path.into(), data)?;
+        b.file = Some(file);
+        Ok(b)
+    }
+
+    fn parse(path: Arc<str>, open_path: Arc<str>, data: Mmap) -> Result<Binary, LoadError> {
+        let not_elf = |reason: String| LoadError::NotElf {
+            path: open_path.to_string(),
+            reason,
+        };
+        let elf =
+            ElfFile64::<object::LittleEndian>::parse(&*data).map_err(|e| not_elf(e.to_string()))?;
+        let endian = elf.endian();
+        let mut segments = Vec::new();
+        let headers = elf
+            .elf_header()
+            .program_headers(endian, &*data)
+            .map_err(|e| not_elf(e.to_string()))?;
+        for ph in headers {
+            if ph.p_type(endian) == PT_LOAD {
+                segments.push(Segment {
+                    vaddr: ph.p_vaddr(endian),
+                    offset: ph.p_offset(endian),
+                    filesz: ph.p_filesz(endian),
+                    executable: ph.p_flags(endian) & object::elf::PF_X != 0,
+                });
+            }
+        }
+        let len = data.len();
+        let range = |name: &str| -> Option<SectionRange> {
+            let s = elf.section_by_name(name)?;
+            let (off, size) = s.file_range()?;
+            let start = usize::try_from(off).ok()?;
+            let end = start.checked_add(usize::try_from(size).ok()?)?;
+            if end > len {
+                return None;
+            }
+            Some(SectionRange {
+                svma: s.address()..s.address().checked_add(s.size())?,
+                file: start..end,
+            })
+        };
+        let sections = UnwindSections {
+            text: range(".text"),
+            eh_frame: range(".eh_frame"),
+            eh_frame_hdr: range(".eh_frame_hdr"),
+            debug_frame: range(".debug_frame"),
+            got: range(".got"),
+        };
+        let build_id = elf.build_id().ok().flatten().map(Arc::from);
+        Ok(Binary {
+            path,
+            open_path,
+            build_id,
+            segments,
+            sections,
+            data,
+            file: None,
+        })
+    }
+
+    /// A path that reaches this very file for as long as this value lives.
+    pub fn fd_path(&self) -> String {
+        match &self.file {
+            Some(f) => format!("/proc/self/fd/{}", f.as_raw_fd()),
+            None => self.open_path.to_string(),
+        }
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Bytes of a section range produced by this binary.
+    pub fn section_bytes(&self, r: &SectionRange) -> &[u8] {
+        self.data.get(r.file.clone()).unwrap_or(&[])
+    }
+
+    /// Load bias of a mapping of this file at `map_start` from file offset
+    /// `pgoff`: the value to add to an SVMA to get the runtime address.
+    ///
+    /// Uses the segment containing `pgoff`: linkers such as lld place
+    /// segments whose address and file offset differ, so the bias is
+    /// `map_start - pgoff - (p_vaddr - p_offset)` of that segment.
+    pub fn load_bias(&self, map_start: u64, pgoff: u64) -> Option<u64> {
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| {
+                let page_start = s.offset & !0xfff;
+                pgoff >= page_start && pgoff < s.offset.saturating_add(s.filesz.max(1))
+            })
+            .or_else(|| self.segments.iter().find(|s| s.executable))?;
+        Some(
+            map_start
+                .wrapping_sub(pgoff)
+                .wrapping_sub(seg.vaddr.wrapping_sub(seg.offset)),
+        )
+    }
+
+    pub fn build_id_hex(&self) -> Option<String> {
+        self.build_id
+            .as_ref()
+            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+    }
+}
+
+/// Device number as `(major, minor)` from a `st_dev` value.
+pub fn split_dev(dev: u64) -> (u32, u32) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major as u32, minor as u32)
+}
+
+/// Counters of what the cache did, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub loaded: u64,
+    pub failed: u64,
+    pub inode_mismatch: u64,
+}
+
+/// Binaries by identity. Failures are remembered too, so an unreadable
+/// file costs one attempt, not one per sample.
+#[derive(Debug, Default)]
+pub struct BinaryCache {
+    entries: HashMap<BinaryKey, Result<Arc<Binary>, Arc<LoadError>>>,
+    pub stats: CacheStats,
+}
+
+impl BinaryCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns the binary for `key`, opening the first candidate path that
+    /// works on the first request.
+    pub fn get(
+        &mut self,
+        key: &BinaryKey,
+        path: &Arc<str>,
+        candidates: &[String],
+    ) -> Result<Arc<Binary>, Arc<LoadError>> {
+        if let Some(entry) = self.entries.get(key) {
+            return entry.clone();
+        }
+        let mut last_err = None;
+        let mut result = None;
+        for candidate in candidates {
+            match Binary::open(path.clone(), candidate) {
+                Ok(b) => {
+                    if let BinaryKey::Inode { inode, .. } = key {
+                        let same = std::fs::metadata(candidate)
+                            .map(|m| m.ino() == *inode)
+                            .unwrap_or(false);
+                        if !same {
+                            // Overlay file systems report another inode;
+                            // keep the file, but count it.
+                            self.stats.inode_mismatch += 1;
+                        }
+                    }
+                    result = Some(Arc::new(b));
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let entry = match result {
+            Some(b) => {
+                self.stats.loaded += 1;
+                Ok(b)
+            }
+            None => {
+                self.stats.failed += 1;
+                Err(Arc::new(last_err.unwrap_or_else(|| LoadError::Open {
+                    path: path.to_string(),
+                    source: io::Error::new(io::ErrorKind::NotFound, "no candidate path"),
+                })))
+            }
+        };
+        self.entries.insert(key.clone(), entry.clone());
+        entry
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_executable_parses_with_unwind_sections() {
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap();
+        let b = Binary::open(exe.into(), exe).unwrap();
+        assert!(b.sections.eh_frame.is_some());
+        assert!(b.sections.text.is_some());
+        assert!(b.segments.iter().any(|s| s.executable));
+    }
+
+    #[test]
+    fn truncated_and_non_elf_files_are_errors() {
+        let dir = std::env::temp_dir().join(format!("hearth-proc-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        for (name, bytes) in [
+            ("empty", &exe[..0]),
+            ("header", &exe[..40]),
+            ("half-header", &exe[..70]),
+            ("text", &b"#!/bin/sh\necho hi\n"[..]),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            let p = p.to_str().unwrap();
+            assert!(Binary::open(p.into(), p).is_err(), "{name} parsed");
+        }
+        // A file cut after the headers parses, but sections past the end
+        // are dropped rather than read out of bounds.
+        let p = dir.join("cut");
+        std::fs::write(&p, &exe[..4096]).unwrap();
+        let p = p.to_str().unwrap();
+        if let Ok(b) = Binary::open(p.into(), p) {
+            for r in [&b.sections.eh_frame, &b.sections.text]
+                .into_iter()
+                .flatten()
+            {
+                assert!(r.file.end <= 4096);
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn load_bias_uses_the_segment_of_the_mapping() {
+        let b = Binary {
+            path: "x".into(),
+            open_path: "x".into(),
+            build_id: None,
+            // An lld-style layout: text at vaddr 0x2000 + 0x1000 * k but file offset 0x1000.
+            segments: vec![
+                Segment {
+                    vaddr: 0,
+                    offset: 0,
+                    filesz: 0x1000,
+                    executable: false,
+                },
+                Segment {
+                    vaddr: 0x2100,
+                    offset: 0x1100,
+                    filesz: 0x3000,
+                    executable: true,
+                },
+            ],
+            sections: UnwindSections::default(),
+            data: memmap2::MmapOptions::new()
+                .len(1)
+                .map_anon()
+                .unwrap()
+                .make_read_only()
+                .unwrap(),
+            file: None,
+        };
+        // Mapped at 0x5555_1000 from file offset 0x1000: svma 0x2100 lives at 0x5555_1100.
+        let bias = b.load_bias(0x5555_1000, 0x1000).unwrap();
+        assert_eq!(0x2100 + bias, 0x5555_1100);
+    }
+
+    #[test]
+    fn dev_numbers_split() {
+        // makedev(8, 1) and makedev(259, 70000)
+        assert_eq!(split_dev((8 << 8) | 1), (8, 1));
+        let dev: u64 = ((259u64 & 0xfff) << 8) | ((70000u64 & 0xff) | ((70000u64 & !0xff) << 12));
+        assert_eq!(split_dev(dev), (259, 70000));
+    }
+}

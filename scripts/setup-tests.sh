@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian 12 machine for Hearth's tests and benchmarks:
+#   - installs the Debian packages the tests use (only the missing ones),
+#   - builds the ground-truth workloads (C and Rust).
+# Idempotent: a second run installs nothing and only rebuilds what changed.
+# Downloads nothing except through apt-get and cargo.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+log() { printf 'setup-tests: %s\n' "$*"; }
+
+# package -> why it is needed
+declare -A why=(
+	[golang-go]="go tool pprof, to read Hearth's pprof output"
+	[linux-perf]="perf, to compare against in benchmarks"
+	[gcc]="builds the C workloads"
+	# gcc only recommends libc6-dev, and --no-install-recommends skips it.
+	[libc6-dev]="C headers and startup files for the C workloads"
+	[binutils]="nm/objdump, to check the workloads' symbols"
+	[make]="build tooling"
+)
+
+missing=()
+for pkg in golang-go linux-perf gcc libc6-dev binutils make; do
+	if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+		log "ok: $pkg already installed"
+	else
+		log "missing: $pkg (${why[$pkg]})"
+		missing+=("$pkg")
+	fi
+done
+
+if ((${#missing[@]})); then
+	if [[ $(id -u) -ne 0 ]]; then
+		log "error: need root to install: ${missing[*]}" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	log "apt-get update"
+	apt-get update -q
+	log "apt-get install ${missing[*]}"
+	apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+log "$(go version)"
+log "perf: $(perf --version)"
+# Fails here rather than in a test if pprof is not usable.
+go tool pprof -h >/dev/null 2>&1 || { log "error: 'go tool pprof -h' failed" >&2; exit 1; }
+log "ok: go tool pprof runs"
+
+if ! command -v cargo >/dev/null; then
+	log "error: cargo not found (Hearth needs a rustup toolchain, rust-version in Cargo.toml)" >&2
+	exit 1
+fi
+
+log "building C workloads"
+bash tests/workloads/c/build.sh
+
+log "building Rust workload (cargo build --release -p hearth-workload-split)"
+cargo build --release -p hearth-workload-split
+
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+	sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+log "workloads:"
+for bin in tests/workloads/build/split_c tests/workloads/build/spawner \
+	tests/workloads/build/shortlived "$target_dir/release/split_rust"; do
+	[[ -x $bin ]] || { log "error: $bin was not built" >&2; exit 1; }
+	log "  $bin"
+done
+log "kernel.perf_event_paranoid=$(cat /proc/sys/kernel/perf_event_paranoid) (whole-machine sampling without root/CAP_PERFMON needs <= 0)"
+log "done"

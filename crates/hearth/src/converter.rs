@@ -1,0 +1,235 @@
+//! From kernel records to an aggregate of normalized stacks.
+//!
+//! One synchronous struct with a handler per record kind, shared by live
+//! recording and capture replay. It keeps the process table current,
+//! unwinds each sample's user stack right away (so the stack copy need not
+//! be kept), and counts the resulting normalized stack. Symbolization
+//! happens later, elsewhere.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hearth_proc::table::NewMapping;
+use hearth_proc::ProcessTable;
+use hearth_profile::{Aggregate, BinaryId, BinaryInfo, RawFrame, ThreadInfo};
+use hearth_sampler::format::{X86_REG_BP, X86_REG_IP, X86_REG_SP};
+use hearth_sampler::{parse_record, Record, SampleFormat, SampleRecord};
+use hearth_unwind::{Outcome, StackUnwinder, UserRegs};
+
+/// `PROT_EXEC` in MMAP2 records.
+const PROT_EXEC: u32 = 4;
+
+/// Which processes' samples to keep.
+#[derive(Debug, Clone, Default)]
+pub enum PidFilter {
+    /// Every process except the idle task (pid 0).
+    #[default]
+    All,
+    /// Only these processes (and only while they are known to the table as
+    /// descendants of them: children are added on FORK).
+    Tree(std::collections::HashSet<u32>),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConverterStats {
+    pub records: u64,
+    pub samples: u64,
+    pub parse_errors: u64,
+    /// Samples of the idle task, not counted as CPU use.
+    pub idle_samples: u64,
+    pub filtered_samples: u64,
+    /// Samples whose user stack ended before its outermost frame.
+    pub truncated_user_stacks: u64,
+    pub lost_records: u64,
+}
+
+pub struct Converter {
+    format: SampleFormat,
+    pub table: ProcessTable,
+    unwinder: StackUnwinder,
+    agg: Aggregate,
+    /// Binary (by address of its shared value) to its id in `agg`.
+    binary_ids: HashMap<usize, BinaryId>,
+    path_ids: HashMap<Arc<str>, BinaryId>,
+    filter: PidFilter,
+    addrs: Vec<u64>,
+    frames: Vec<RawFrame>,
+    pub stats: ConverterStats,
+    last_time: u64,
+    last_reap: u64,
+}
+
+impl Converter {
+    pub fn new(format: SampleFormat, table: ProcessTable, filter: PidFilter) -> Self {
+        Converter {
+            format,
+            table,
+            unwinder: StackUnwinder::new(),
+            agg: Aggregate::new(),
+            binary_ids: HashMap::new(),
+            path_ids: HashMap::new(),
+            filter,
+            addrs: Vec::with_capacity(256),
+            frames: Vec::with_capacity(320),
+            stats: ConverterStats::default(),
+            last_time: 0,
+            last_reap: 0,
+        }
+    }
+
+    pub fn aggregate(&self) -> &Aggregate {
+        &self.agg
+    }
+
+    /// Hands over the aggregate built so far and starts a new one.
+    pub fn take_aggregate(&mut self) -> Aggregate {
+        self.binary_ids.clear();
+        self.path_ids.clear();
+        std::mem::take(&mut self.agg)
+    }
+
+    /// Processes one raw record.
+    pub fn handle(&mut self, record_type: u32, misc: u16, body: &[u8]) {
+        self.stats.records += 1;
+        let record = match parse_record(&self.format, record_type, misc, body) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.parse_errors += 1;
+                return;
+            }
+        };
+        if let Some(t) = record.time() {
+            self.last_time = self.last_time.max(t);
+        }
+        match record {
+            Record::Sample(s) => self.handle_sample(&s),
+            Record::Mmap2(m) => {
+                // pid -1 is the kernel itself (modules, BPF).
+                if m.prot & PROT_EXEC != 0 && m.pid != u32::MAX {
+                    let path = String::from_utf8_lossy(m.filename);
+                    self.table.add_mapping(&NewMapping {
+                        pid: m.pid,
+                        start: m.addr,
+                        len: m.len,
+                        pgoff: m.pgoff,
+                        major: m.maj,
+                        minor: m.min,
+                        inode: m.ino,
+                        path: &path,
+                    });
+                }
+            }
+            Record::Comm(c) => self.table.set_comm(c.pid, c.tid, c.comm, c.exec),
+            Record::Fork(f) => {
+                if let PidFilter::Tree(pids) = &mut self.filter {
+                    if pids.contains(&f.ppid) {
+                        pids.insert(f.pid);
+                    }
+                }
+                self.table.fork(f.pid, f.ppid, f.tid, f.ptid);
+            }
+            Record::Exit(e) => self.table.exit(e.pid, e.tid, e.time),
+            Record::Lost(l) => {
+                self.stats.lost_records += l.lost;
+                self.agg.lost_samples += l.lost;
+            }
+            Record::LostSamples(l) => self.agg.lost_samples += l.lost,
+            Record::Other(_) => {}
+        }
+        // Exited processes are forgotten a grace period after their exit.
+        if self.last_time.saturating_sub(self.last_reap) > 1_000_000_000 {
+            self.last_reap = self.last_time;
+            if self.table.reap(self.last_time) > 0 {
+                let table = &self.table;
+                self.unwinder.retain(|pid| table.get(pid).is_some());
+            }
+        }
+    }
+
+    fn handle_sample(&mut self, s: &SampleRecord<'_>) {
+        self.stats.samples += 1;
+        if s.pid == 0 {
+            self.stats.idle_samples += 1;
+            return;
+        }
+        if let PidFilter::Tree(pids) = &self.filter {
+            if !pids.contains(&s.pid) {
+                self.stats.filtered_samples += 1;
+                return;
+            }
+        }
+        self.frames.clear();
+        // Kernel frames, leaf first. Entries after the first are return
+        // addresses: look them up one byte earlier, inside the call.
+        for (i, ip) in s.kernel_callchain().enumerate() {
+            self.frames.push(RawFrame::Kernel(if i == 0 { ip } else { ip.wrapping_sub(1) }));
+        }
+        if self.table.ensure(s.pid).is_none() {
+            // The process is gone and was never seen: keep what we have.
+            let thread = ThreadInfo {
+                pid: s.pid,
+                tid: s.tid,
+                process_name: Arc::from("[unknown]"),
+                thread_name: Arc::from("[unknown]"),
+            };
+            self.agg.add(thread, &self.frames, 1);
+            return;
+        }
+        let regs = (
+            self.format.reg_index(X86_REG_IP).and_then(|i| s.user_reg(i)),
+            self.format.reg_index(X86_REG_SP).and_then(|i| s.user_reg(i)),
+            self.format.reg_index(X86_REG_BP).and_then(|i| s.user_reg(i)),
+        );
+        self.addrs.clear();
+        if let (Some(ip), Some(sp), Some(bp)) = regs {
+            if let Some(process) = self.table.get(s.pid) {
+                let outcome = self
+                    .unwinder
+                    .unwind(process, UserRegs { ip, sp, bp }, s.user_stack, &mut self.addrs);
+                if outcome != Outcome::Complete {
+                    self.stats.truncated_user_stacks += 1;
+                    self.agg.truncated_stacks += 1;
+                }
+            }
+        }
+        // Field-level borrows: the table is read while the aggregate grows.
+        let process = self.table.get(s.pid);
+        for &addr in &self.addrs {
+            let frame = match process.and_then(|p| p.mapping_for(addr)) {
+                Some(m) => {
+                    let file_offset = m.file_offset(addr);
+                    let binary = match &m.binary {
+                        Some(b) => *self.binary_ids.entry(Arc::as_ptr(b) as usize).or_insert_with(|| {
+                            self.agg.binary(BinaryInfo {
+                                path: b.path.clone(),
+                                open_path: Some(b.fd_path().into()),
+                                build_id: b.build_id.clone(),
+                            })
+                        }),
+                        None => *self.path_ids.entry(m.path.clone()).or_insert_with(|| {
+                            self.agg.binary(BinaryInfo {
+                                path: m.path.clone(),
+                                open_path: None,
+                                build_id: None,
+                            })
+                        }),
+                    };
+                    RawFrame::User { binary, file_offset }
+                }
+                None => RawFrame::Unknown(addr),
+            };
+            self.frames.push(frame);
+        }
+        let (process_name, thread_name) = match self.table.get(s.pid) {
+            Some(p) => (p.name.clone(), p.thread_name(s.tid)),
+            None => (Arc::from("[unknown]"), Arc::from("[unknown]")),
+        };
+        let thread = ThreadInfo {
+            pid: s.pid,
+            tid: s.tid,
+            process_name,
+            thread_name,
+        };
+        self.agg.add(thread, &self.frames, 1);
+    }
+}

@@ -1,0 +1,13 @@
+//! The `hearth` binary's library half: the pieces that wire the pipeline
+//! together, kept here so that tests and benchmarks can drive them.
+//!
+//! * [`converter`]: turns kernel records into an aggregate (process
+//!   tracking, unwinding, normalization), one `handle_*` per record kind.
+//! * [`batch`]: orders records drained from several CPUs by time.
+//! * [`capture`]: a file of raw records, to replay samples in benchmarks.
+//! * [`recorder`]: the `hearth record` engine (targets, stop conditions).
+
+pub mod batch;
+pub mod capture;
+pub mod converter;
+pub mod recorder;

@@ -1,0 +1,312 @@
+//! The engine of `hearth record`: open the events, run the target, drain
+//! and convert until a stop condition, then symbolize.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use hearth_proc::ProcessTable;
+use hearth_profile::Report;
+use hearth_sampler::{Session, SessionConfig, Target};
+use hearth_symbolize::{RecordingInfo, Symbolizer};
+
+use crate::batch::Batch;
+use crate::capture::CaptureWriter;
+use crate::converter::{Converter, ConverterStats, PidFilter};
+
+/// What to record.
+#[derive(Debug, Clone)]
+pub enum RecordTarget {
+    /// The whole machine.
+    System,
+    /// Running processes, with their threads and future children.
+    Pids(Vec<u32>),
+    /// A command started by the recorder, with its children.
+    Command(Vec<OsString>),
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    pub target: RecordTarget,
+    pub duration: Option<Duration>,
+    pub frequency_hz: u64,
+    pub user_stack_bytes: u32,
+    pub ring_bytes_per_cpu: usize,
+    /// Also write every raw record to this file.
+    pub capture: Option<PathBuf>,
+}
+
+pub struct Recording {
+    pub report: Report,
+    pub stats: ConverterStats,
+    /// Whether kernel stacks were sampled (false when privileges allowed
+    /// only user-space sampling).
+    pub kernel_stacks: bool,
+    pub child_status: Option<ExitStatus>,
+    pub processes_seen: u64,
+}
+
+/// A child held before `exec` until its events are open, so that not one
+/// sample of it is missed.
+///
+/// `Command::spawn` returns only once the child has called `exec`, so the
+/// spawn runs on a helper thread while the child, still a fork of us,
+/// reports its pid through a pipe and waits on a second pipe (the gate).
+struct GatedChild {
+    pid: u32,
+    gate: Option<File>,
+    spawner: Option<std::thread::JoinHandle<std::io::Result<Child>>>,
+    child: Option<Child>,
+}
+
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating a pipe");
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+impl GatedChild {
+    fn spawn(argv: &[OsString]) -> Result<GatedChild> {
+        let (program, args) = argv.split_first().context("no command given")?;
+        let (pid_read, pid_write) = cloexec_pipe()?;
+        let (gate_read, gate_write) = cloexec_pipe()?;
+        let (pid_w, gate_r, gate_w) = (pid_write.as_raw_fd(), gate_read.as_raw_fd(), gate_write.as_raw_fd());
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        // SAFETY: only async-signal-safe calls (getpid, write, close, read,
+        // _exit) run in the forked child.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::close(gate_w);
+                let pid = libc::getpid().to_le_bytes();
+                libc::write(pid_w, pid.as_ptr().cast(), pid.len());
+                libc::close(pid_w);
+                let mut byte = 0u8;
+                // EOF instead of the go byte: the recorder gave up.
+                if libc::read(gate_r, (&mut byte as *mut u8).cast(), 1) != 1 {
+                    libc::_exit(127);
+                }
+                Ok(())
+            });
+        }
+        let spawner = std::thread::Builder::new()
+            .name("hearth-spawn".into())
+            .spawn(move || {
+                let result = cmd.spawn();
+                // The child has its copies; ours must close so that reads
+                // of the pid pipe see EOF if the fork itself failed.
+                drop(pid_write);
+                drop(gate_read);
+                result
+            })
+            .context("starting the spawner thread")?;
+        let mut pid_bytes = [0u8; 4];
+        let mut pid_file = File::from(pid_read);
+        if pid_file.read_exact(&mut pid_bytes).is_err() {
+            let err = match spawner.join() {
+                Ok(Err(e)) => anyhow::Error::new(e),
+                _ => anyhow::anyhow!("the command did not start"),
+            };
+            return Err(err).with_context(|| format!("cannot start {}", program.to_string_lossy()));
+        }
+        Ok(GatedChild {
+            pid: u32::from_le_bytes(pid_bytes),
+            gate: Some(File::from(gate_write)),
+            spawner: Some(spawner),
+            child: None,
+        })
+    }
+
+    /// Lets the command `exec`, and returns once it has (or failed to).
+    fn release(&mut self, program: &OsString) -> Result<()> {
+        if let Some(mut gate) = self.gate.take() {
+            gate.write_all(&[1]).context("starting the command")?;
+        }
+        if let Some(spawner) = self.spawner.take() {
+            let child = spawner
+                .join()
+                .map_err(|_| anyhow::anyhow!("the spawner thread panicked"))?
+                .with_context(|| format!("cannot start {}", program.to_string_lossy()))?;
+            self.child = Some(child);
+        }
+        Ok(())
+    }
+
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        match &mut self.child {
+            Some(c) => c.try_wait().context("waiting for the command"),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for GatedChild {
+    fn drop(&mut self) {
+        // Closing the gate unreleased makes the child exit; reap it.
+        self.gate.take();
+        if let Some(spawner) = self.spawner.take() {
+            if let Ok(Ok(mut child)) = spawner.join() {
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Records until the target ends, `duration` passes, or `stop` is set.
+pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> {
+    if opts.frequency_hz == 0 {
+        bail!("the sampling frequency must be at least 1 Hz");
+    }
+    let mut child = match &opts.target {
+        RecordTarget::Command(argv) => Some(GatedChild::spawn(argv)?),
+        _ => None,
+    };
+    let (target, filter) = match &opts.target {
+        RecordTarget::System => (Target::AllProcesses, PidFilter::All),
+        RecordTarget::Pids(pids) => {
+            for &pid in pids {
+                if !pid_alive(pid) {
+                    bail!("process {pid} does not exist");
+                }
+            }
+            (Target::Processes(pids.clone()), PidFilter::Tree(pids.iter().copied().collect()))
+        }
+        RecordTarget::Command(_) => {
+            let pid = child.as_ref().map(|c| c.pid).unwrap_or(0);
+            (Target::Processes(vec![pid]), PidFilter::Tree(HashSet::from([pid])))
+        }
+    };
+    let mut config = SessionConfig::new(target, opts.frequency_hz);
+    config.user_stack_bytes = opts.user_stack_bytes;
+    config.ring_bytes_per_cpu = opts.ring_bytes_per_cpu;
+    let mut session = Session::open(&config)?;
+    let format = session.format();
+
+    let mut table = ProcessTable::new();
+    match &opts.target {
+        RecordTarget::System => table.scan_all(),
+        RecordTarget::Pids(pids) => {
+            for &pid in pids {
+                table.scan_pid(pid);
+            }
+        }
+        // The command is scanned when it is still the gated fork; its exec
+        // then arrives as records.
+        RecordTarget::Command(_) => {
+            if let Some(c) = &child {
+                table.scan_pid(c.pid);
+            }
+        }
+    }
+    let mut converter = Converter::new(format, table, filter);
+    let mut capture = match &opts.capture {
+        Some(path) => {
+            let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            Some(CaptureWriter::new(BufWriter::new(f), &format, opts.frequency_hz)?)
+        }
+        None => None,
+    };
+
+    let start_unix_ns = now_unix_ns();
+    let started = Instant::now();
+    session.enable().context("enabling the sampling events")?;
+    if let (Some(c), RecordTarget::Command(argv)) = (&mut child, &opts.target) {
+        c.release(&argv[0])?;
+    }
+    let mut batch = Batch::new();
+    let mut child_status = None;
+    let mut last_alive_check = Instant::now();
+    loop {
+        session.wait(Duration::from_millis(20));
+        let finished = stop.load(Ordering::Relaxed)
+            || opts.duration.is_some_and(|d| started.elapsed() >= d)
+            || match &mut child {
+                Some(c) => {
+                    child_status = c.try_wait()?;
+                    child_status.is_some()
+                }
+                None => false,
+            }
+            || match &opts.target {
+                RecordTarget::Pids(pids) if last_alive_check.elapsed() > Duration::from_millis(200) => {
+                    last_alive_check = Instant::now();
+                    !pids.iter().any(|&p| pid_alive(p))
+                }
+                _ => false,
+            };
+        if finished {
+            session.disable().context("disabling the sampling events")?;
+        }
+        batch.clear();
+        session.drain(|cpu, ty, misc, body| {
+            batch.push(&format, cpu, ty, misc, body);
+        });
+        let mut capture_error = None;
+        batch.for_each_sorted(|cpu, ty, misc, body| {
+            if let Some(w) = &mut capture {
+                if let Err(e) = w.write(cpu, ty, misc, body) {
+                    capture_error.get_or_insert(e);
+                }
+            }
+            converter.handle(ty, misc, body);
+        });
+        if let Some(e) = capture_error {
+            return Err(e).context("writing the capture file");
+        }
+        if finished {
+            break;
+        }
+    }
+    let duration_ns = started.elapsed().as_nanos() as u64;
+    if let Some(w) = capture {
+        w.finish().context("writing the capture file")?;
+    }
+    // A command still running (stopped by duration or signal) is left
+    // running, as its owner started it through us; wait only if it ended.
+    if let (Some(c), None) = (&mut child, child_status) {
+        child_status = c.try_wait().ok().flatten();
+    }
+    let stats = converter.stats;
+    let processes_seen = converter.table.stats.processes_seen;
+    let agg = converter.take_aggregate();
+    let mut symbolizer = Symbolizer::new();
+    let report = symbolizer.report(
+        &agg,
+        RecordingInfo {
+            start_unix_ns,
+            duration_ns,
+            frequency_hz: opts.frequency_hz,
+        },
+    );
+    Ok(Recording {
+        report,
+        stats,
+        kernel_stacks: session.kernel_stacks(),
+        child_status,
+        processes_seen,
+    })
+}

@@ -172,13 +172,19 @@ impl Binary {
     /// segments whose address and file offset differ, so the bias is
     /// `map_start - pgoff - (p_vaddr - p_offset)` of that segment.
     pub fn load_bias(&self, map_start: u64, pgoff: u64) -> Option<u64> {
+        // Only executable mappings are tracked, so prefer an executable
+        // segment: with lld, the read-only segment before it can share the
+        // mapping's first page.
+        let contains = |s: &&Segment| {
+            let page_start = s.offset & !0xfff;
+            pgoff >= page_start && pgoff < s.offset.saturating_add(s.filesz.max(1))
+        };
         let seg = self
             .segments
             .iter()
-            .find(|s| {
-                let page_start = s.offset & !0xfff;
-                pgoff >= page_start && pgoff < s.offset.saturating_add(s.filesz.max(1))
-            })
+            .filter(|s| s.executable)
+            .find(contains)
+            .or_else(|| self.segments.iter().find(contains))
             .or_else(|| self.segments.iter().find(|s| s.executable))?;
         Some(
             map_start

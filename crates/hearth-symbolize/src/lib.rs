@@ -132,24 +132,52 @@ impl Symbolizer {
             return;
         }
         let path = info.open_path.as_deref().unwrap_or(&info.path);
-        let mut elf = Elf::new(path);
-        elf.debug_syms = true;
-        let results = self
-            .blaze
-            .symbolize(&Source::Elf(elf), Input::FileOffset(&todo))
-            .unwrap_or_default();
+        let lookup = |debug_syms: bool| {
+            let mut elf = Elf::new(path);
+            elf.debug_syms = debug_syms;
+            self.blaze
+                .symbolize(&Source::Elf(elf), Input::FileOffset(&todo))
+                .unwrap_or_default()
+        };
+        // DWARF gives inlined frames and lines, but compilers may record
+        // only short names there (Rust's line-tables-only debug info says
+        // `run` for `app::worker::run`); the symbol table has the full
+        // linkage name of the function the address physically belongs to.
+        let with_dwarf = lookup(true);
+        let with_symtab = lookup(false);
+        let mut resolved = Vec::with_capacity(todo.len());
         for (i, off) in todo.iter().enumerate() {
-            let lines = match results.get(i) {
-                Some(Symbolized::Sym(sym)) => {
-                    self.stats.resolved += 1;
-                    Arc::from(convert(sym))
+            let symtab = match with_symtab.get(i) {
+                Some(Symbolized::Sym(sym)) => Some(sym),
+                _ => None,
+            };
+            let lines = match (with_dwarf.get(i), symtab) {
+                (Some(Symbolized::Sym(sym)), _) => {
+                    let mut lines = convert(sym);
+                    if let (Some(outer), Some(st)) = (lines.last_mut(), symtab) {
+                        if st.addr == sym.addr && st.name.len() > outer.name.len() {
+                            outer.name = Arc::from(&*st.name);
+                        }
+                    }
+                    Some(lines)
                 }
-                _ => {
+                (_, Some(st)) => Some(convert(st)),
+                _ => None,
+            };
+            resolved.push((*off, lines));
+        }
+        for (off, lines) in resolved {
+            let lines = match lines {
+                Some(lines) => {
+                    self.stats.resolved += 1;
+                    Arc::from(lines)
+                }
+                None => {
                     self.stats.unresolved += 1;
                     placeholder(format!("[unknown] {}+{off:#x}", basename(&info.path)))
                 }
             };
-            self.user_cache.insert((key.clone(), *off), lines);
+            self.user_cache.insert((key.clone(), off), lines);
         }
     }
 

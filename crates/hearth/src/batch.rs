@@ -44,7 +44,14 @@ impl Batch {
 
     /// Copies one record in. Records without a timestamp (or that do not
     /// parse) keep their arrival position relative to their neighbours.
-    pub fn push(&mut self, format: &SampleFormat, cpu: u32, record_type: u32, misc: u16, body: &[u8]) {
+    pub fn push(
+        &mut self,
+        format: &SampleFormat,
+        cpu: u32,
+        record_type: u32,
+        misc: u16,
+        body: &[u8],
+    ) {
         let time = parse_record(format, record_type, misc, body)
             .ok()
             .and_then(|r| r.time())

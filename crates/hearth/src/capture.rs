@@ -37,7 +37,11 @@ impl<W: Write> CaptureWriter<W> {
         out.write_all(MAGIC)?;
         out.write_all(&format.sample_type.to_le_bytes())?;
         out.write_all(&format.regs_user_mask.to_le_bytes())?;
-        let flags = if format.sample_id_all { FLAG_SAMPLE_ID_ALL } else { 0 };
+        let flags = if format.sample_id_all {
+            FLAG_SAMPLE_ID_ALL
+        } else {
+            0
+        };
         out.write_all(&flags.to_le_bytes())?;
         out.write_all(&frequency_hz.to_le_bytes())?;
         Ok(CaptureWriter { out })
@@ -139,15 +143,21 @@ mod tests {
         let c = Capture::from_bytes(bytes.clone()).unwrap();
         assert_eq!((c.format, c.frequency_hz), (format, 99));
         let mut seen = Vec::new();
-        let n = c.for_each(|cpu, ty, misc, body| seen.push((cpu, ty, misc, body.to_vec()))).unwrap();
+        let n = c
+            .for_each(|cpu, ty, misc, body| seen.push((cpu, ty, misc, body.to_vec())))
+            .unwrap();
         assert_eq!(n, 2);
         assert_eq!(seen[0], (1, 9, 2, b"abcdefgh".to_vec()));
         for cut in 0..bytes.len() {
-            let r = Capture::from_bytes(bytes[..cut].to_vec()).and_then(|c| c.for_each(|_, _, _, _| {}));
+            let r = Capture::from_bytes(bytes[..cut].to_vec())
+                .and_then(|c| c.for_each(|_, _, _, _| {}));
             if cut != 40 + 16 + 8 && cut != 40 {
                 assert!(r.is_err(), "cut at {cut} accepted");
             }
         }
-        assert!(matches!(Capture::from_bytes(b"nothing here at all....".to_vec()), Err(CaptureError::BadMagic)));
+        assert!(matches!(
+            Capture::from_bytes(b"nothing here at all....".to_vec()),
+            Err(CaptureError::BadMagic)
+        ));
     }
 }

@@ -162,7 +162,11 @@ impl Converter {
         // Kernel frames, leaf first. Entries after the first are return
         // addresses: look them up one byte earlier, inside the call.
         for (i, ip) in s.kernel_callchain().enumerate() {
-            self.frames.push(RawFrame::Kernel(if i == 0 { ip } else { ip.wrapping_sub(1) }));
+            self.frames.push(RawFrame::Kernel(if i == 0 {
+                ip
+            } else {
+                ip.wrapping_sub(1)
+            }));
         }
         if self.table.ensure(s.pid).is_none() {
             // The process is gone and was never seen: keep what we have.
@@ -176,16 +180,25 @@ impl Converter {
             return;
         }
         let regs = (
-            self.format.reg_index(X86_REG_IP).and_then(|i| s.user_reg(i)),
-            self.format.reg_index(X86_REG_SP).and_then(|i| s.user_reg(i)),
-            self.format.reg_index(X86_REG_BP).and_then(|i| s.user_reg(i)),
+            self.format
+                .reg_index(X86_REG_IP)
+                .and_then(|i| s.user_reg(i)),
+            self.format
+                .reg_index(X86_REG_SP)
+                .and_then(|i| s.user_reg(i)),
+            self.format
+                .reg_index(X86_REG_BP)
+                .and_then(|i| s.user_reg(i)),
         );
         self.addrs.clear();
         if let (Some(ip), Some(sp), Some(bp)) = regs {
             if let Some(process) = self.table.get(s.pid) {
-                let outcome = self
-                    .unwinder
-                    .unwind(process, UserRegs { ip, sp, bp }, s.user_stack, &mut self.addrs);
+                let outcome = self.unwinder.unwind(
+                    process,
+                    UserRegs { ip, sp, bp },
+                    s.user_stack,
+                    &mut self.addrs,
+                );
                 if outcome != Outcome::Complete {
                     self.stats.truncated_user_stacks += 1;
                     self.agg.truncated_stacks += 1;
@@ -199,13 +212,16 @@ impl Converter {
                 Some(m) => {
                     let file_offset = m.file_offset(addr);
                     let binary = match &m.binary {
-                        Some(b) => *self.binary_ids.entry(Arc::as_ptr(b) as usize).or_insert_with(|| {
-                            self.agg.binary(BinaryInfo {
-                                path: b.path.clone(),
-                                open_path: Some(b.fd_path().into()),
-                                build_id: b.build_id.clone(),
-                            })
-                        }),
+                        Some(b) => *self
+                            .binary_ids
+                            .entry(Arc::as_ptr(b) as usize)
+                            .or_insert_with(|| {
+                                self.agg.binary(BinaryInfo {
+                                    path: b.path.clone(),
+                                    open_path: Some(b.fd_path().into()),
+                                    build_id: b.build_id.clone(),
+                                })
+                            }),
                         None => *self.path_ids.entry(m.path.clone()).or_insert_with(|| {
                             self.agg.binary(BinaryInfo {
                                 path: m.path.clone(),
@@ -214,7 +230,10 @@ impl Converter {
                             })
                         }),
                     };
-                    RawFrame::User { binary, file_offset }
+                    RawFrame::User {
+                        binary,
+                        file_offset,
+                    }
                 }
                 None => RawFrame::Unknown(addr),
             };

@@ -20,7 +20,11 @@ use hearth_export::OutputFormat;
 const DEFAULT_FREQUENCY_HZ: u64 = 19;
 
 #[derive(Parser)]
-#[command(name = "hearth", version, about = "Continuous CPU profiler for Linux and Kubernetes")]
+#[command(
+    name = "hearth",
+    version,
+    about = "Continuous CPU profiler for Linux and Kubernetes"
+)]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]
@@ -74,9 +78,13 @@ struct RecordArgs {
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("not a number of seconds: {s:?}"))?;
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s:?}"))?;
     if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
-        return Err(format!("duration must be a positive number of seconds, got {s}"));
+        return Err(format!(
+            "duration must be a positive number of seconds, got {s}"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -129,7 +137,10 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         report.duration_ns as f64 / 1e9,
         report.frequency_hz,
         if report.lost_samples > 0 {
-            format!(", {} lost (ring buffer full: raise --ring-kib)", report.lost_samples)
+            format!(
+                ", {} lost (ring buffer full: raise --ring-kib)",
+                report.lost_samples
+            )
         } else {
             String::new()
         }
@@ -140,7 +151,8 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         let mut w = BufWriter::new(file);
         hearth_export::write_report(report, *format, &mut w)
             .with_context(|| format!("writing {}", path.display()))?;
-        w.flush().with_context(|| format!("writing {}", path.display()))?;
+        w.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("hearth: wrote {}", path.display());
     }
     if outputs.is_empty() {

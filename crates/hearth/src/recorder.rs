@@ -83,7 +83,11 @@ impl GatedChild {
         let (program, args) = argv.split_first().context("no command given")?;
         let (pid_read, pid_write) = cloexec_pipe()?;
         let (gate_read, gate_write) = cloexec_pipe()?;
-        let (pid_w, gate_r, gate_w) = (pid_write.as_raw_fd(), gate_read.as_raw_fd(), gate_write.as_raw_fd());
+        let (pid_w, gate_r, gate_w) = (
+            pid_write.as_raw_fd(),
+            gate_read.as_raw_fd(),
+            gate_write.as_raw_fd(),
+        );
         let mut cmd = Command::new(program);
         cmd.args(args);
         // SAFETY: only async-signal-safe calls (getpid, write, close, read,
@@ -193,11 +197,17 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
                     bail!("process {pid} does not exist");
                 }
             }
-            (Target::Processes(pids.clone()), PidFilter::Tree(pids.iter().copied().collect()))
+            (
+                Target::Processes(pids.clone()),
+                PidFilter::Tree(pids.iter().copied().collect()),
+            )
         }
         RecordTarget::Command(_) => {
             let pid = child.as_ref().map(|c| c.pid).unwrap_or(0);
-            (Target::Processes(vec![pid]), PidFilter::Tree(HashSet::from([pid])))
+            (
+                Target::Processes(vec![pid]),
+                PidFilter::Tree(HashSet::from([pid])),
+            )
         }
     };
     let mut config = SessionConfig::new(target, opts.frequency_hz);
@@ -226,7 +236,11 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
     let mut capture = match &opts.capture {
         Some(path) => {
             let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            Some(CaptureWriter::new(BufWriter::new(f), &format, opts.frequency_hz)?)
+            Some(CaptureWriter::new(
+                BufWriter::new(f),
+                &format,
+                opts.frequency_hz,
+            )?)
         }
         None => None,
     };
@@ -252,7 +266,9 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
                 None => false,
             }
             || match &opts.target {
-                RecordTarget::Pids(pids) if last_alive_check.elapsed() > Duration::from_millis(200) => {
+                RecordTarget::Pids(pids)
+                    if last_alive_check.elapsed() > Duration::from_millis(200) =>
+                {
                     last_alive_check = Instant::now();
                     !pids.iter().any(|&p| pid_alive(p))
                 }

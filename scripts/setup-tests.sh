@@ -63,9 +63,11 @@ cargo build --release -p hearth-workload-split
 
 target_dir="$(cargo metadata --format-version 1 --no-deps |
 	sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+# The tests find every workload in one place.
+install -m 755 "$target_dir/release/split_rust" tests/workloads/build/split_rust
 log "workloads:"
 for bin in tests/workloads/build/split_c tests/workloads/build/spawner \
-	tests/workloads/build/shortlived "$target_dir/release/split_rust"; do
+	tests/workloads/build/shortlived tests/workloads/build/split_rust; do
 	[[ -x $bin ]] || { log "error: $bin was not built" >&2; exit 1; }
 	log "  $bin"
 done

@@ -22,10 +22,10 @@ pub const MISC_COMM_EXEC: u16 = b::PERF_RECORD_MISC_COMM_EXEC as u16;
 /// `misc` bit of an MMAP2 record that carries a build id instead of an inode.
 pub const MISC_MMAP_BUILD_ID: u16 = b::PERF_RECORD_MISC_MMAP_BUILD_ID as u16;
 /// Call-chain context markers (`PERF_CONTEXT_*`), as unsigned values.
-pub const CONTEXT_KERNEL: u64 = b::PERF_CONTEXT_KERNEL as u64;
-pub const CONTEXT_USER: u64 = b::PERF_CONTEXT_USER as u64;
+pub const CONTEXT_KERNEL: u64 = b::PERF_CONTEXT_KERNEL;
+pub const CONTEXT_USER: u64 = b::PERF_CONTEXT_USER;
 /// Any call-chain entry at or above this value is a context marker.
-pub const CONTEXT_MAX: u64 = b::PERF_CONTEXT_MAX as u64;
+pub const CONTEXT_MAX: u64 = b::PERF_CONTEXT_MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {

@@ -252,8 +252,8 @@ impl Symbolizer {
             lost_samples: agg.lost_samples,
             ..Default::default()
         };
-        let mut sample_index: HashMap<(Vec<usize>, u32, u32, Arc<str>, Arc<str>), usize> =
-            HashMap::new();
+        // Frames map one-to-one to locations, so each (thread, stack) entry
+        // of the aggregate is already a distinct sample.
         for (key, &count) in &agg.counts {
             let stack: Vec<usize> = agg
                 .stacks
@@ -261,24 +261,12 @@ impl Symbolizer {
                 .map(|f| b.location(self, agg, f))
                 .collect();
             let t = &key.thread;
-            let k = (
-                stack,
-                t.pid,
-                t.tid,
-                t.process_name.clone(),
-                t.thread_name.clone(),
-            );
-            if let Some(&i) = sample_index.get(&k) {
-                b.samples[i].count += count;
-                continue;
-            }
-            sample_index.insert(k.clone(), b.samples.len());
             b.samples.push(ReportSample {
-                stack: k.0,
+                stack,
                 pid: t.pid,
                 tid: t.tid,
-                process_name: k.3,
-                thread_name: k.4,
+                process_name: t.process_name.clone(),
+                thread_name: t.thread_name.clone(),
                 count,
             });
         }

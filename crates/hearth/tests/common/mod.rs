@@ -1,0 +1,141 @@
+//! Helpers shared by the integration tests: locating the binary and the
+//! workloads, skipping (or failing, in CI) where perf events or root are
+//! missing, and reading folded output.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Set (to anything but "0") to turn every SKIP into a failure. CI sets it.
+pub const REQUIRE_ENV: &str = "HEARTH_REQUIRE_PRIVILEGED";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+pub fn hearth() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hearth"))
+}
+
+/// A workload built by `scripts/setup-tests.sh`.
+pub fn workload(name: &str) -> PathBuf {
+    let p = repo_root().join("tests/workloads/build").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash scripts/setup-tests.sh` first",
+        p.display()
+    );
+    p
+}
+
+fn skip_or_fail(test: &str, why: &str) -> bool {
+    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    if required {
+        panic!("{test}: required capability missing ({why}) and {REQUIRE_ENV} is set");
+    }
+    eprintln!("SKIP {test}: {why}");
+    false
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether this process may sample its own threads with perf events.
+fn perf_events_usable() -> Result<(), String> {
+    let config = hearth_sampler::SessionConfig::new(
+        hearth_sampler::Target::Processes(vec![std::process::id()]),
+        10,
+    );
+    hearth_sampler::Session::open(&config).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// True if perf events work here; otherwise SKIP (or fail under CI).
+pub fn require_perf(test: &str) -> bool {
+    match perf_events_usable() {
+        Ok(()) => true,
+        Err(e) => skip_or_fail(test, &format!("perf events unavailable: {e}")),
+    }
+}
+
+/// True if running as root with perf events; otherwise SKIP (or fail).
+pub fn require_root_perf(test: &str) -> bool {
+    if !is_root() {
+        return skip_or_fail(test, "needs root");
+    }
+    require_perf(test)
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("hearth-test-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run command");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "a panic:\n{stderr}");
+    out
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// One folded line: frames root first (process name first) and a count.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub frames: Vec<String>,
+    pub count: u64,
+}
+
+pub fn read_folded(path: &Path) -> Vec<Stack> {
+    let text = std::fs::read_to_string(path).expect("read folded output");
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (stack, count) = l.rsplit_once(' ').expect("folded line has a count");
+            Stack {
+                frames: stack.split(';').map(str::to_string).collect(),
+                count: count.parse().expect("folded count"),
+            }
+        })
+        .collect()
+}
+
+/// Parses the workloads' `truth leaf_seventy=0.7000 leaf_thirty=0.3000` line.
+pub fn truth(stdout: &str) -> (f64, f64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("truth "))
+        .unwrap_or_else(|| panic!("no truth line in {stdout:?}"));
+    let value = |key: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+    };
+    (value("leaf_seventy="), value("leaf_thirty="))
+}

@@ -1,0 +1,451 @@
+//! End-to-end tests of `hearth record` against real perf events, real
+//! processes and real binaries built without frame pointers.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+
+/// Frequency for ground-truth runs: a few hundred Hz, prime.
+const TRUTH_HZ: &str = "397";
+
+struct TruthRun {
+    _dir: TempDir,
+    stdout: String,
+    folded: Vec<Stack>,
+    pprof: std::path::PathBuf,
+    svg: std::path::PathBuf,
+}
+
+/// Records `binary 10` once with every output format.
+fn record_truth(binary: &Path) -> TruthRun {
+    let dir = TempDir::new("truth");
+    let (folded, pprof, svg) = (dir.path("p.folded"), dir.path("p.pb.gz"), dir.path("p.svg"));
+    let out = run(Command::new(hearth())
+        .args(["record", "-F", TRUTH_HZ, "-o"])
+        .arg(&folded)
+        .arg("-o")
+        .arg(&pprof)
+        .arg("-o")
+        .arg(&svg)
+        .arg("--")
+        .arg(binary)
+        .arg("10"));
+    assert!(out.status.success(), "hearth record failed: {}", text(&out.stderr));
+    TruthRun {
+        stdout: text(&out.stdout),
+        folded: read_folded(&folded),
+        pprof,
+        svg,
+        _dir: dir,
+    }
+}
+
+fn c_run() -> Option<&'static TruthRun> {
+    static RUN: OnceLock<Option<TruthRun>> = OnceLock::new();
+    RUN.get_or_init(|| require_perf("c workload").then(|| record_truth(&workload("split_c"))))
+        .as_ref()
+}
+
+/// Checks leaf shares against the workload's own measurement, and that the
+/// stacks are complete: main, run_rounds, then the full chain to the leaf.
+fn check_ground_truth(run: &TruthRun, process: &str, prefix: &str) {
+    let (truth70, truth30) = truth(&run.stdout);
+    let f = |name: &str| format!("{prefix}{name}");
+    let chains = [
+        (f("leaf_seventy"), vec![f("run_rounds"), f("alpha_one"), f("alpha_two"), f("alpha_three"), f("leaf_seventy")]),
+        (f("leaf_thirty"), vec![f("run_rounds"), f("beta_one"), f("beta_two"), f("beta_three"), f("leaf_thirty")]),
+    ];
+    let main = f("main");
+    let (mut total, mut complete, mut leaf70, mut leaf30) = (0u64, 0u64, 0u64, 0u64);
+    for s in run.folded.iter().filter(|s| s.frames[0] == process) {
+        total += s.count;
+        let Some(m) = s.frames.iter().position(|fr| *fr == main) else {
+            continue;
+        };
+        let after = &s.frames[m + 1..];
+        let mut ok = after.first().is_none_or(|fr| *fr == f("run_rounds"));
+        for (leaf, chain) in &chains {
+            if s.frames.contains(leaf) {
+                ok &= after.starts_with(chain);
+                if leaf.ends_with("leaf_seventy") {
+                    leaf70 += s.count;
+                } else {
+                    leaf30 += s.count;
+                }
+            }
+        }
+        if ok {
+            complete += s.count;
+        }
+    }
+    assert!(total >= 1000, "{process}: only {total} samples");
+    let share70 = leaf70 as f64 / (leaf70 + leaf30) as f64;
+    let share30 = leaf30 as f64 / (leaf70 + leaf30) as f64;
+    let complete_share = complete as f64 / total as f64;
+    eprintln!(
+        "{process}: {total} samples; leaf_seventy {share70:.4} (truth {truth70}), \
+         leaf_thirty {share30:.4} (truth {truth30}); complete stacks {complete_share:.4}"
+    );
+    assert!((share70 - truth70).abs() <= 0.03, "leaf_seventy share {share70} vs truth {truth70}");
+    assert!((share30 - truth30).abs() <= 0.03, "leaf_thirty share {share30} vs truth {truth30}");
+    assert!(complete_share >= 0.99, "only {complete_share:.4} of stacks reach {main} with the full chain");
+}
+
+#[test]
+fn c_workload_without_frame_pointers_matches_ground_truth() {
+    if let Some(run) = c_run() {
+        check_ground_truth(run, "split_c", "");
+    }
+}
+
+#[test]
+fn rust_release_workload_matches_ground_truth() {
+    if !require_perf("rust_release_workload_matches_ground_truth") {
+        return;
+    }
+    let run = record_truth(&workload("split_rust"));
+    check_ground_truth(&run, "split_rust", "split_rust::");
+}
+
+/// Self counts per leaf function from folded output.
+fn folded_self_counts(stacks: &[Stack]) -> std::collections::HashMap<String, u64> {
+    let mut m = std::collections::HashMap::new();
+    for s in stacks {
+        if let Some(leaf) = s.frames.last() {
+            *m.entry(leaf.clone()).or_insert(0) += s.count;
+        }
+    }
+    m
+}
+
+#[test]
+fn pprof_output_is_read_by_go_tool_pprof_and_agrees_with_folded() {
+    let Some(run) = c_run() else { return };
+    let go = Command::new("go")
+        .args(["tool", "pprof", "-top", "-nodecount=10000", "-sample_index=samples"])
+        .arg(&run.pprof)
+        .env("PPROF_TMPDIR", std::env::temp_dir())
+        .stdin(Stdio::null())
+        .output();
+    let go = match go {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run `go tool pprof` ({e}): run `bash scripts/setup-tests.sh`"),
+    };
+    let out = text(&go.stdout);
+    assert!(go.status.success(), "go tool pprof failed: {}", text(&go.stderr));
+    // "Showing nodes accounting for 2498, 100% of 2498 total"
+    let total: u64 = out
+        .lines()
+        .find_map(|l| l.split(" of ").nth(1)?.strip_suffix(" total")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total in pprof output:\n{out}"));
+    let folded_total: u64 = run.folded.iter().map(|s| s.count).sum();
+    assert_eq!(total, folded_total, "pprof and folded totals differ");
+    let self_counts = folded_self_counts(&run.folded);
+    for leaf in ["leaf_seventy", "leaf_thirty"] {
+        let flat: u64 = out
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(leaf))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{leaf} missing from pprof -top:\n{out}"));
+        assert_eq!(Some(&flat), self_counts.get(leaf), "{leaf}: pprof flat vs folded self");
+    }
+}
+
+#[test]
+fn flame_graph_svg_is_well_formed_and_names_the_workload() {
+    let Some(run) = c_run() else { return };
+    let svg = std::fs::read_to_string(&run.svg).expect("svg written");
+    let mut reader = quick_xml::Reader::from_str(&svg);
+    let mut depth = 0i64;
+    let mut elements = 0;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Start(_)) => {
+                depth += 1;
+                elements += 1;
+            }
+            Ok(quick_xml::events::Event::End(_)) => depth -= 1,
+            Ok(quick_xml::events::Event::Empty(_)) => elements += 1,
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("SVG is not well-formed at {}: {e}", reader.buffer_position()),
+        }
+    }
+    assert_eq!(depth, 0, "unbalanced SVG");
+    assert!(elements > 20, "suspiciously small SVG");
+    for name in ["leaf_seventy", "leaf_thirty", "alpha_three", "run_rounds"] {
+        assert!(svg.contains(name), "SVG does not name {name}");
+    }
+}
+
+#[test]
+fn short_lived_processes_keep_their_function_names() {
+    if !require_perf("short_lived_processes_keep_their_function_names") {
+        return;
+    }
+    let dir = TempDir::new("short");
+    let folded = dir.path("s.folded");
+    let out = run(Command::new(hearth())
+        .args(["record", "-F", "997", "-o"])
+        .arg(&folded)
+        .arg("--")
+        .arg(workload("spawner"))
+        .args(["5"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spawned: u64 = text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("spawned=")?.trim().parse().ok())
+        .expect("spawned= line");
+    assert!(spawned >= 500, "spawner started only {spawned} processes in 5 s");
+    let stacks = read_folded(&folded);
+    let (mut total, mut named) = (0u64, 0u64);
+    for s in stacks.iter().filter(|s| s.frames[0] == "shortlived") {
+        total += s.count;
+        let has = |f: &str| s.frames.iter().any(|fr| fr == f);
+        if has("main") && has("short_outer") && has("short_middle") && has("short_leaf") {
+            named += s.count;
+        }
+    }
+    let share = named as f64 / total.max(1) as f64;
+    eprintln!("{spawned} processes, {total} samples, {share:.4} with their function names");
+    assert!(total >= 200, "only {total} samples of short-lived processes");
+    assert!(share >= 0.90, "only {share:.4} of short-lived samples carry their names");
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// Starts a workload in the background for `secs` seconds.
+fn spawn_workload(path: &Path, secs: &str) -> std::process::Child {
+    let child = Command::new(path)
+        .arg(secs)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start workload");
+    // Let it reach its main loop.
+    std::thread::sleep(Duration::from_millis(200));
+    child
+}
+
+#[test]
+fn whole_machine_mode_sees_a_running_workload() {
+    if !require_root_perf("whole_machine_mode_sees_a_running_workload") {
+        return;
+    }
+    let mut child = spawn_workload(&workload("split_c"), "6");
+    let dir = TempDir::new("machine");
+    let folded = dir.path("m.folded");
+    // CPU time of the workload over the recording window only (hearth
+    // symbolizes after the window, while the workload keeps running).
+    let recorder = Command::new(hearth())
+        .args(["record", "-d", "3", "-F", "199", "-o"])
+        .arg(&folded)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hearth");
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let after = cpu_ticks(child.id());
+    let out = recorder.wait_with_output().expect("hearth output");
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stacks = read_folded(&folded);
+    let workload: u64 = stacks.iter().filter(|s| s.frames[0] == "split_c").map(|s| s.count).sum();
+    // A CPU-clock sample stands for 1/199 s of CPU: compare with the CPU
+    // time the kernel accounted to the workload meanwhile. The margin
+    // covers clock-tick granularity and hearth's start-up latency.
+    let expected = (after - before) as f64 / clock_ticks_per_second() * 199.0;
+    eprintln!("whole machine: {workload} workload samples, {expected:.0} expected from its CPU time");
+    assert!(
+        (workload as f64) >= 0.8 * expected && (workload as f64) <= 1.15 * expected + 5.0,
+        "{workload} samples for {expected:.0} expected"
+    );
+    let leaf: u64 = stacks
+        .iter()
+        .filter(|s| s.frames[0] == "split_c" && s.frames.iter().any(|f| f == "leaf_seventy"))
+        .map(|s| s.count)
+        .sum();
+    assert!(leaf * 10 >= workload * 6, "leaf_seventy {leaf} of {workload}");
+    assert!(
+        stacks.iter().any(|s| s.frames.iter().any(|f| f.starts_with("entry_SYSCALL") || f.contains("_sys_"))),
+        "no kernel frames in a whole-machine recording"
+    );
+}
+
+#[test]
+fn pid_mode_records_only_that_process() {
+    if !require_perf("pid_mode_records_only_that_process") {
+        return;
+    }
+    let mut child = spawn_workload(&workload("split_c"), "5");
+    let dir = TempDir::new("pid");
+    let folded = dir.path("p.folded");
+    let out = run(Command::new(hearth())
+        .args(["record", "-d", "2", "-F", "199", "--pid", &child.id().to_string(), "-o"])
+        .arg(&folded));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stacks = read_folded(&folded);
+    assert!(!stacks.is_empty());
+    assert!(stacks.iter().all(|s| s.frames[0] == "split_c"), "other processes recorded");
+    assert!(stacks.iter().any(|s| s.frames.iter().any(|f| f == "leaf_seventy")));
+}
+
+#[test]
+fn missing_process_is_one_clear_error() {
+    let out = run(Command::new(hearth()).args(["record", "-d", "1", "--pid", "4000000"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("process 4000000 does not exist"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn unsupported_output_extension_fails_before_recording() {
+    let out = run(Command::new(hearth()).args(["record", "-d", "30", "-o", "/tmp/x.txt"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(".pb.gz") && err.contains(".folded") && err.contains(".svg"), "{err}");
+}
+
+#[test]
+fn command_that_cannot_start_is_an_error() {
+    let out = run(Command::new(hearth()).args(["record", "--", "/nonexistent/program"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot start /nonexistent/program"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn command_exit_status_is_passed_on() {
+    if !require_perf("command_exit_status_is_passed_on") {
+        return;
+    }
+    let out = run(Command::new(hearth()).args(["record", "--", "sh", "-c", "exit 7"]));
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+}
+
+#[test]
+fn stripped_binary_still_unwinds_and_gets_placeholder_names() {
+    if !require_perf("stripped_binary_still_unwinds_and_gets_placeholder_names") {
+        return;
+    }
+    let dir = TempDir::new("strip");
+    let bin = dir.path("split_stripped");
+    std::fs::copy(workload("split_c"), &bin).expect("copy");
+    let strip = Command::new("strip").arg("--strip-all").arg(&bin).status().expect("run strip");
+    assert!(strip.success());
+    let folded = dir.path("s.folded");
+    let out = run(Command::new(hearth())
+        .args(["record", "-F", "199", "-o"])
+        .arg(&folded)
+        .arg("--")
+        .arg(&bin)
+        .arg("2"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stacks = read_folded(&folded);
+    let total: u64 = stacks.iter().map(|s| s.count).sum();
+    assert!(total >= 100);
+    // No symbols: placeholders name the binary and offset, and DWARF CFI
+    // (kept by strip) still carries the stack through libc to _start.
+    let placeholder = stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f.starts_with("[unknown] split_stripped+0x")))
+        .filter(|s| s.frames.iter().any(|f| f == "__libc_start_call_main"))
+        .map(|s| s.count)
+        .sum::<u64>();
+    assert!(placeholder * 10 >= total * 9, "{placeholder} of {total} samples unwound with placeholders");
+}
+
+#[test]
+fn deleted_binary_of_a_running_process_is_still_symbolized() {
+    if !require_perf("deleted_binary_of_a_running_process_is_still_symbolized") {
+        return;
+    }
+    let dir = TempDir::new("deleted");
+    let bin = dir.path("split_deleted");
+    std::fs::copy(workload("split_c"), &bin).expect("copy");
+    let mut child = spawn_workload(&bin, "5");
+    std::fs::remove_file(&bin).expect("delete binary");
+    let folded = dir.path("d.folded");
+    let out = run(Command::new(hearth())
+        .args(["record", "-d", "2", "-F", "199", "--pid", &child.id().to_string(), "-o"])
+        .arg(&folded));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stacks = read_folded(&folded);
+    assert!(
+        stacks.iter().any(|s| s.frames.iter().any(|f| f == "leaf_seventy")),
+        "deleted binary not symbolized: {stacks:?}"
+    );
+}
+
+/// Runs hearth as the unprivileged `nobody` user.
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(hearth())
+        .args(args)
+        .current_dir("/"))
+}
+
+fn paranoid() -> i32 {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(2)
+}
+
+#[test]
+fn unprivileged_whole_machine_fails_with_one_line_naming_the_remedy() {
+    if !require_root_perf("unprivileged_whole_machine_fails_with_one_line_naming_the_remedy") {
+        return;
+    }
+    if paranoid() <= 0 {
+        eprintln!("SKIP: kernel.perf_event_paranoid <= 0 lets anyone sample the whole machine");
+        return;
+    }
+    let out = as_nobody(&["record", "-d", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for remedy in ["root", "CAP_PERFMON", "perf_event_paranoid"] {
+        assert!(err.contains(remedy), "{err}");
+    }
+}
+
+#[test]
+fn unprivileged_command_recording_works_with_user_stacks() {
+    if !require_root_perf("unprivileged_command_recording_works_with_user_stacks") {
+        return;
+    }
+    if paranoid() > 2 {
+        eprintln!("SKIP: kernel.perf_event_paranoid > 2 forbids unprivileged sampling");
+        return;
+    }
+    let split = workload("split_c");
+    let out = as_nobody(&["record", "-F", "199", "--top", "5", "--", split.to_str().unwrap(), "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("leaf_seventy") && table.contains("leaf_thirty"), "{table}");
+}

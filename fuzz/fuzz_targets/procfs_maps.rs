@@ -1,0 +1,28 @@
+//! `/proc/<pid>/maps`.
+#![no_main]
+
+use hearth_proc::procfs::parse_maps;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let entries = parse_maps(&text);
+    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    assert_eq!(entries.len(), lines, "one result per non-blank line");
+    let total = text.lines().count();
+    let mut last_line = 0;
+    for entry in &entries {
+        match entry {
+            Ok(e) => {
+                assert!(e.start <= e.end);
+                assert!(!e.path.contains('\n') && !e.path.starts_with(' '));
+                let _ = e.is_file();
+            }
+            Err(err) => {
+                assert!(err.line > last_line && err.line <= total, "{err}");
+                last_line = err.line;
+                let _ = err.to_string();
+            }
+        }
+    }
+});

@@ -147,6 +147,52 @@ impl Binary {
         })
     }
 
+    /// The kernel's vDSO, copied from this process's own mapping into an
+    /// anonymous memory file. Every 64-bit process maps the same image, so
+    /// one copy serves to unwind and symbolize them all.
+    pub fn vdso() -> Result<Binary, LoadError> {
+        let err = |reason: &str| LoadError::NotElf {
+            path: "[vdso]".into(),
+            reason: reason.into(),
+        };
+        let maps =
+            std::fs::read_to_string("/proc/self/maps").map_err(|source| LoadError::Open {
+                path: "/proc/self/maps".into(),
+                source,
+            })?;
+        let entry = crate::procfs::parse_maps(&maps)
+            .into_iter()
+            .flatten()
+            .find(|e| e.path == "[vdso]")
+            .ok_or_else(|| err("this process has no vDSO mapping"))?;
+        let len = usize::try_from(entry.end - entry.start).map_err(|_| err("huge vDSO"))?;
+        // SAFETY: the range is this process's vDSO mapping, readable and
+        // mapped for the whole life of the process.
+        let image = unsafe { std::slice::from_raw_parts(entry.start as *const u8, len) };
+        // SAFETY: memfd_create with a valid NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"hearth-vdso".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(LoadError::Open {
+                path: "memfd".into(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: fd was just created and is owned by nobody else.
+        let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        io::Write::write_all(&mut file, image).map_err(|source| LoadError::Open {
+            path: "memfd".into(),
+            source,
+        })?;
+        // SAFETY: read-only mapping of a file only this process can write.
+        let data = unsafe { Mmap::map(&file) }.map_err(|source| LoadError::Open {
+            path: "memfd".into(),
+            source,
+        })?;
+        let mut b = Self::parse("[vdso]".into(), "[vdso]".into(), data)?;
+        b.file = Some(file);
+        Ok(b)
+    }
+
     /// A path that reaches this very file for as long as this value lives.
     pub fn fd_path(&self) -> String {
         match &self.file {
@@ -277,6 +323,21 @@ impl BinaryCache {
         entry
     }
 
+    /// The vDSO image (see [`Binary::vdso`]), loaded on first use.
+    pub fn vdso(&mut self) -> Option<Arc<Binary>> {
+        let key = BinaryKey::Path("[vdso]".into());
+        if let Some(entry) = self.entries.get(&key) {
+            return entry.clone().ok();
+        }
+        let entry = Binary::vdso().map(Arc::new).map_err(Arc::new);
+        match &entry {
+            Ok(_) => self.stats.loaded += 1,
+            Err(_) => self.stats.failed += 1,
+        }
+        self.entries.insert(key, entry.clone());
+        entry.ok()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -365,6 +426,14 @@ mod tests {
         // Mapped at 0x5555_1000 from file offset 0x1000: svma 0x2100 lives at 0x5555_1100.
         let bias = b.load_bias(0x5555_1000, 0x1000).unwrap();
         assert_eq!(0x2100 + bias, 0x5555_1100);
+    }
+
+    #[test]
+    fn vdso_image_parses_and_has_clock_gettime_unwind_info() {
+        let v = Binary::vdso().expect("vdso");
+        assert!(v.sections.eh_frame.is_some() || v.sections.eh_frame_hdr.is_some());
+        assert!(v.segments.iter().any(|s| s.executable));
+        assert!(std::fs::metadata(v.fd_path()).is_ok());
     }
 
     #[test]

@@ -238,8 +238,10 @@ impl ProcessTable {
             };
             let candidates = self.candidate_paths(m.pid, m.start, m.start + m.len, m.path);
             self.binaries.get(&key, &path, &candidates).ok()
+        } else if m.path == "[vdso]" {
+            self.binaries.vdso()
         } else {
-            // [vdso], anonymous JIT code and the like.
+            // Anonymous JIT code and the like.
             None
         };
         let bias = binary.as_ref().and_then(|b| b.load_bias(m.start, m.pgoff));

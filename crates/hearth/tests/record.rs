@@ -35,7 +35,11 @@ fn record_truth(binary: &Path) -> TruthRun {
         .arg("--")
         .arg(binary)
         .arg("10"));
-    assert!(out.status.success(), "hearth record failed: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "hearth record failed: {}",
+        text(&out.stderr)
+    );
     TruthRun {
         stdout: text(&out.stdout),
         folded: read_folded(&folded),
@@ -57,8 +61,26 @@ fn check_ground_truth(run: &TruthRun, process: &str, prefix: &str) {
     let (truth70, truth30) = truth(&run.stdout);
     let f = |name: &str| format!("{prefix}{name}");
     let chains = [
-        (f("leaf_seventy"), vec![f("run_rounds"), f("alpha_one"), f("alpha_two"), f("alpha_three"), f("leaf_seventy")]),
-        (f("leaf_thirty"), vec![f("run_rounds"), f("beta_one"), f("beta_two"), f("beta_three"), f("leaf_thirty")]),
+        (
+            f("leaf_seventy"),
+            vec![
+                f("run_rounds"),
+                f("alpha_one"),
+                f("alpha_two"),
+                f("alpha_three"),
+                f("leaf_seventy"),
+            ],
+        ),
+        (
+            f("leaf_thirty"),
+            vec![
+                f("run_rounds"),
+                f("beta_one"),
+                f("beta_two"),
+                f("beta_three"),
+                f("leaf_thirty"),
+            ],
+        ),
     ];
     let main = f("main");
     let (mut total, mut complete, mut leaf70, mut leaf30) = (0u64, 0u64, 0u64, 0u64);
@@ -91,9 +113,18 @@ fn check_ground_truth(run: &TruthRun, process: &str, prefix: &str) {
         "{process}: {total} samples; leaf_seventy {share70:.4} (truth {truth70}), \
          leaf_thirty {share30:.4} (truth {truth30}); complete stacks {complete_share:.4}"
     );
-    assert!((share70 - truth70).abs() <= 0.03, "leaf_seventy share {share70} vs truth {truth70}");
-    assert!((share30 - truth30).abs() <= 0.03, "leaf_thirty share {share30} vs truth {truth30}");
-    assert!(complete_share >= 0.99, "only {complete_share:.4} of stacks reach {main} with the full chain");
+    assert!(
+        (share70 - truth70).abs() <= 0.03,
+        "leaf_seventy share {share70} vs truth {truth70}"
+    );
+    assert!(
+        (share30 - truth30).abs() <= 0.03,
+        "leaf_thirty share {share30} vs truth {truth30}"
+    );
+    assert!(
+        complete_share >= 0.99,
+        "only {complete_share:.4} of stacks reach {main} with the full chain"
+    );
 }
 
 #[test]
@@ -127,7 +158,13 @@ fn folded_self_counts(stacks: &[Stack]) -> std::collections::HashMap<String, u64
 fn pprof_output_is_read_by_go_tool_pprof_and_agrees_with_folded() {
     let Some(run) = c_run() else { return };
     let go = Command::new("go")
-        .args(["tool", "pprof", "-top", "-nodecount=10000", "-sample_index=samples"])
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-nodecount=10000",
+            "-sample_index=samples",
+        ])
         .arg(&run.pprof)
         .env("PPROF_TMPDIR", std::env::temp_dir())
         .stdin(Stdio::null())
@@ -137,11 +174,22 @@ fn pprof_output_is_read_by_go_tool_pprof_and_agrees_with_folded() {
         Err(e) => panic!("cannot run `go tool pprof` ({e}): run `bash scripts/setup-tests.sh`"),
     };
     let out = text(&go.stdout);
-    assert!(go.status.success(), "go tool pprof failed: {}", text(&go.stderr));
+    assert!(
+        go.status.success(),
+        "go tool pprof failed: {}",
+        text(&go.stderr)
+    );
     // "Showing nodes accounting for 2498, 100% of 2498 total"
     let total: u64 = out
         .lines()
-        .find_map(|l| l.split(" of ").nth(1)?.strip_suffix(" total")?.trim().parse().ok())
+        .find_map(|l| {
+            l.split(" of ")
+                .nth(1)?
+                .strip_suffix(" total")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no total in pprof output:\n{out}"));
     let folded_total: u64 = run.folded.iter().map(|s| s.count).sum();
     assert_eq!(total, folded_total, "pprof and folded totals differ");
@@ -152,7 +200,11 @@ fn pprof_output_is_read_by_go_tool_pprof_and_agrees_with_folded() {
             .find(|l| l.split_whitespace().last() == Some(leaf))
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
             .unwrap_or_else(|| panic!("{leaf} missing from pprof -top:\n{out}"));
-        assert_eq!(Some(&flat), self_counts.get(leaf), "{leaf}: pprof flat vs folded self");
+        assert_eq!(
+            Some(&flat),
+            self_counts.get(leaf),
+            "{leaf}: pprof flat vs folded self"
+        );
     }
 }
 
@@ -173,7 +225,10 @@ fn flame_graph_svg_is_well_formed_and_names_the_workload() {
             Ok(quick_xml::events::Event::Empty(_)) => elements += 1,
             Ok(quick_xml::events::Event::Eof) => break,
             Ok(_) => {}
-            Err(e) => panic!("SVG is not well-formed at {}: {e}", reader.buffer_position()),
+            Err(e) => panic!(
+                "SVG is not well-formed at {}: {e}",
+                reader.buffer_position()
+            ),
         }
     }
     assert_eq!(depth, 0, "unbalanced SVG");
@@ -201,7 +256,10 @@ fn short_lived_processes_keep_their_function_names() {
         .lines()
         .find_map(|l| l.strip_prefix("spawned=")?.trim().parse().ok())
         .expect("spawned= line");
-    assert!(spawned >= 500, "spawner started only {spawned} processes in 5 s");
+    assert!(
+        spawned >= 500,
+        "spawner started only {spawned} processes in 5 s"
+    );
     let stacks = read_folded(&folded);
     let (mut total, mut named) = (0u64, 0u64);
     for s in stacks.iter().filter(|s| s.frames[0] == "shortlived") {
@@ -213,8 +271,14 @@ fn short_lived_processes_keep_their_function_names() {
     }
     let share = named as f64 / total.max(1) as f64;
     eprintln!("{spawned} processes, {total} samples, {share:.4} with their function names");
-    assert!(total >= 200, "only {total} samples of short-lived processes");
-    assert!(share >= 0.90, "only {share:.4} of short-lived samples carry their names");
+    assert!(
+        total >= 200,
+        "only {total} samples of short-lived processes"
+    );
+    assert!(
+        share >= 0.90,
+        "only {share:.4} of short-lived samples carry their names"
+    );
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -248,8 +312,11 @@ fn whole_machine_mode_sees_a_running_workload() {
     if !require_root_perf("whole_machine_mode_sees_a_running_workload") {
         return;
     }
-    let mut child = spawn_workload(&workload("split_c"), "6");
+    // Other tests run split_c at the same time: use a copy with its own name.
     let dir = TempDir::new("machine");
+    let bin = dir.path("split_machine");
+    std::fs::copy(workload("split_c"), &bin).expect("copy workload");
+    let mut child = spawn_workload(&bin, "6");
     let folded = dir.path("m.folded");
     // CPU time of the workload over the recording window only (hearth
     // symbolizes after the window, while the workload keeps running).
@@ -264,29 +331,45 @@ fn whole_machine_mode_sees_a_running_workload() {
     std::thread::sleep(Duration::from_secs(3));
     let after = cpu_ticks(child.id());
     let out = recorder.wait_with_output().expect("hearth output");
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stacks = read_folded(&folded);
-    let workload: u64 = stacks.iter().filter(|s| s.frames[0] == "split_c").map(|s| s.count).sum();
+    let workload: u64 = stacks
+        .iter()
+        .filter(|s| s.frames[0] == "split_machine")
+        .map(|s| s.count)
+        .sum();
     // A CPU-clock sample stands for 1/199 s of CPU: compare with the CPU
     // time the kernel accounted to the workload meanwhile. The margin
     // covers clock-tick granularity and hearth's start-up latency.
     let expected = (after - before) as f64 / clock_ticks_per_second() * 199.0;
-    eprintln!("whole machine: {workload} workload samples, {expected:.0} expected from its CPU time");
+    eprintln!(
+        "whole machine: {workload} workload samples, {expected:.0} expected from its CPU time"
+    );
     assert!(
         (workload as f64) >= 0.8 * expected && (workload as f64) <= 1.15 * expected + 5.0,
         "{workload} samples for {expected:.0} expected"
     );
     let leaf: u64 = stacks
         .iter()
-        .filter(|s| s.frames[0] == "split_c" && s.frames.iter().any(|f| f == "leaf_seventy"))
+        .filter(|s| s.frames[0] == "split_machine" && s.frames.iter().any(|f| f == "leaf_seventy"))
         .map(|s| s.count)
         .sum();
-    assert!(leaf * 10 >= workload * 6, "leaf_seventy {leaf} of {workload}");
     assert!(
-        stacks.iter().any(|s| s.frames.iter().any(|f| f.starts_with("entry_SYSCALL") || f.contains("_sys_"))),
+        leaf * 10 >= workload * 6,
+        "leaf_seventy {leaf} of {workload}"
+    );
+    assert!(
+        stacks.iter().any(|s| s
+            .frames
+            .iter()
+            .any(|f| f.starts_with("entry_SYSCALL") || f.contains("_sys_"))),
         "no kernel frames in a whole-machine recording"
     );
 }
@@ -300,15 +383,29 @@ fn pid_mode_records_only_that_process() {
     let dir = TempDir::new("pid");
     let folded = dir.path("p.folded");
     let out = run(Command::new(hearth())
-        .args(["record", "-d", "2", "-F", "199", "--pid", &child.id().to_string(), "-o"])
+        .args([
+            "record",
+            "-d",
+            "2",
+            "-F",
+            "199",
+            "--pid",
+            &child.id().to_string(),
+            "-o",
+        ])
         .arg(&folded));
     let _ = child.kill();
     let _ = child.wait();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stacks = read_folded(&folded);
     assert!(!stacks.is_empty());
-    assert!(stacks.iter().all(|s| s.frames[0] == "split_c"), "other processes recorded");
-    assert!(stacks.iter().any(|s| s.frames.iter().any(|f| f == "leaf_seventy")));
+    assert!(
+        stacks.iter().all(|s| s.frames[0] == "split_c"),
+        "other processes recorded"
+    );
+    assert!(stacks
+        .iter()
+        .any(|s| s.frames.iter().any(|f| f == "leaf_seventy")));
 }
 
 #[test]
@@ -325,14 +422,21 @@ fn unsupported_output_extension_fails_before_recording() {
     let out = run(Command::new(hearth()).args(["record", "-d", "30", "-o", "/tmp/x.txt"]));
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains(".pb.gz") && err.contains(".folded") && err.contains(".svg"), "{err}");
+    assert!(
+        err.contains(".pb.gz") && err.contains(".folded") && err.contains(".svg"),
+        "{err}"
+    );
 }
 
 #[test]
 fn command_that_cannot_start_is_an_error() {
     let out = run(Command::new(hearth()).args(["record", "--", "/nonexistent/program"]));
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("cannot start /nonexistent/program"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot start /nonexistent/program"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -352,7 +456,11 @@ fn stripped_binary_still_unwinds_and_gets_placeholder_names() {
     let dir = TempDir::new("strip");
     let bin = dir.path("split_stripped");
     std::fs::copy(workload("split_c"), &bin).expect("copy");
-    let strip = Command::new("strip").arg("--strip-all").arg(&bin).status().expect("run strip");
+    let strip = Command::new("strip")
+        .arg("--strip-all")
+        .arg(&bin)
+        .status()
+        .expect("run strip");
     assert!(strip.success());
     let folded = dir.path("s.folded");
     let out = run(Command::new(hearth())
@@ -369,11 +477,18 @@ fn stripped_binary_still_unwinds_and_gets_placeholder_names() {
     // (kept by strip) still carries the stack through libc to _start.
     let placeholder = stacks
         .iter()
-        .filter(|s| s.frames.iter().any(|f| f.starts_with("[unknown] split_stripped+0x")))
+        .filter(|s| {
+            s.frames
+                .iter()
+                .any(|f| f.starts_with("[unknown] split_stripped+0x"))
+        })
         .filter(|s| s.frames.iter().any(|f| f == "__libc_start_call_main"))
         .map(|s| s.count)
         .sum::<u64>();
-    assert!(placeholder * 10 >= total * 9, "{placeholder} of {total} samples unwound with placeholders");
+    assert!(
+        placeholder * 10 >= total * 9,
+        "{placeholder} of {total} samples unwound with placeholders"
+    );
 }
 
 #[test]
@@ -388,14 +503,25 @@ fn deleted_binary_of_a_running_process_is_still_symbolized() {
     std::fs::remove_file(&bin).expect("delete binary");
     let folded = dir.path("d.folded");
     let out = run(Command::new(hearth())
-        .args(["record", "-d", "2", "-F", "199", "--pid", &child.id().to_string(), "-o"])
+        .args([
+            "record",
+            "-d",
+            "2",
+            "-F",
+            "199",
+            "--pid",
+            &child.id().to_string(),
+            "-o",
+        ])
         .arg(&folded));
     let _ = child.kill();
     let _ = child.wait();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stacks = read_folded(&folded);
     assert!(
-        stacks.iter().any(|s| s.frames.iter().any(|f| f == "leaf_seventy")),
+        stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f == "leaf_seventy")),
         "deleted binary not symbolized: {stacks:?}"
     );
 }
@@ -444,8 +570,20 @@ fn unprivileged_command_recording_works_with_user_stacks() {
         return;
     }
     let split = workload("split_c");
-    let out = as_nobody(&["record", "-F", "199", "--top", "5", "--", split.to_str().unwrap(), "2"]);
+    let out = as_nobody(&[
+        "record",
+        "-F",
+        "199",
+        "--top",
+        "5",
+        "--",
+        split.to_str().unwrap(),
+        "2",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
-    assert!(table.contains("leaf_seventy") && table.contains("leaf_thirty"), "{table}");
+    assert!(
+        table.contains("leaf_seventy") && table.contains("leaf_thirty"),
+        "{table}"
+    );
 }

@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub const REQUIRE_ENV: &str = "HEARTH_REQUIRE_PRIVILEGED";
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 pub fn hearth() -> PathBuf {
@@ -50,7 +53,9 @@ fn perf_events_usable() -> Result<(), String> {
         hearth_sampler::Target::Processes(vec![std::process::id()]),
         10,
     );
-    hearth_sampler::Session::open(&config).map(|_| ()).map_err(|e| e.to_string())
+    hearth_sampler::Session::open(&config)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// True if perf events work here; otherwise SKIP (or fail under CI).

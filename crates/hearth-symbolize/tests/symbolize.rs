@@ -1,0 +1,155 @@
+//! Symbolizes addresses of this very test binary and of the kernel.
+
+use std::sync::Arc;
+
+use hearth_profile::{Aggregate, BinaryInfo, RawFrame, ThreadInfo};
+use hearth_symbolize::{RecordingInfo, Symbolizer};
+
+#[inline(never)]
+fn marker_function_for_symbolization(x: u64) -> u64 {
+    std::hint::black_box(x.wrapping_mul(31))
+}
+
+fn thread() -> ThreadInfo {
+    ThreadInfo {
+        pid: 1,
+        tid: 1,
+        process_name: "t".into(),
+        thread_name: "t".into(),
+    }
+}
+
+/// File offset of a code address of this process, via /proc/self/maps.
+fn file_offset_of(addr: u64) -> (String, u64) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for e in hearth_proc::procfs::parse_maps(&maps).into_iter().flatten() {
+        if e.start <= addr && addr < e.end && e.is_file() {
+            return (e.path, addr - e.start + e.offset);
+        }
+    }
+    panic!("address {addr:#x} not in a file mapping");
+}
+
+#[test]
+fn own_function_resolves_by_file_offset_and_is_cached_by_build_id() {
+    marker_function_for_symbolization(1);
+    let addr = marker_function_for_symbolization as *const () as u64;
+    let (path, offset) = file_offset_of(addr + 1);
+    let binary = hearth_proc::Binary::open(path.as_str().into(), &path).unwrap();
+    assert!(binary.build_id.is_some(), "test binary has a build id");
+
+    let mut agg = Aggregate::new();
+    let id = agg.binary(BinaryInfo {
+        path: path.as_str().into(),
+        open_path: Some(binary.fd_path().into()),
+        build_id: binary.build_id.clone(),
+    });
+    agg.add(
+        thread(),
+        &[RawFrame::User {
+            binary: id,
+            file_offset: offset,
+        }],
+        3,
+    );
+
+    let mut sym = Symbolizer::new();
+    let report = sym.report(
+        &agg,
+        RecordingInfo {
+            frequency_hz: 10,
+            ..Default::default()
+        },
+    );
+    let names = report.function_names_root_first(&report.samples[0]);
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with("marker_function_for_symbolization")),
+        "{names:?}"
+    );
+    assert_eq!(report.samples[0].count, 3);
+    let mapping = &report.mappings[report.locations[0].mapping.unwrap()];
+    assert_eq!(mapping.build_id.as_deref().map(str::len), Some(40));
+    assert_eq!(sym.stats.resolved, 1);
+
+    // A second window over the same binary (another path, same build id)
+    // is answered from the cache.
+    let mut agg2 = Aggregate::new();
+    let id2 = agg2.binary(BinaryInfo {
+        path: Arc::from("/elsewhere/copy"),
+        open_path: Some(Arc::from("/nonexistent")),
+        build_id: binary.build_id.clone(),
+    });
+    agg2.add(
+        thread(),
+        &[RawFrame::User {
+            binary: id2,
+            file_offset: offset,
+        }],
+        1,
+    );
+    let report2 = sym.report(&agg2, RecordingInfo::default());
+    assert_eq!(sym.stats.cache_hits, 1);
+    assert_eq!(
+        report2.function_names_root_first(&report2.samples[0]),
+        names,
+        "cached result differs"
+    );
+}
+
+#[test]
+fn unreadable_binary_gets_a_placeholder_name() {
+    let mut agg = Aggregate::new();
+    let id = agg.binary(BinaryInfo {
+        path: "/no/such/libgone.so".into(),
+        open_path: None,
+        build_id: None,
+    });
+    agg.add(
+        thread(),
+        &[
+            RawFrame::User {
+                binary: id,
+                file_offset: 0x1234,
+            },
+            RawFrame::Unknown(0x99),
+        ],
+        1,
+    );
+    let mut sym = Symbolizer::new();
+    let report = sym.report(&agg, RecordingInfo::default());
+    let names = report.function_names_root_first(&report.samples[0]);
+    assert_eq!(names, vec!["[unknown] 0x99", "[unknown] libgone.so+0x1234"]);
+}
+
+#[test]
+fn kernel_addresses_resolve_through_kallsyms() {
+    // kallsyms shows real addresses to root only (kptr_restrict).
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    let Some(addr) = kallsyms.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (a, _, name) = (f.next()?, f.next()?, f.next()?);
+        (name == "do_syscall_64")
+            .then(|| u64::from_str_radix(a, 16).ok())
+            .flatten()
+    }) else {
+        eprintln!("SKIP kernel_addresses_resolve_through_kallsyms: no do_syscall_64 in kallsyms");
+        return;
+    };
+    if addr == 0 {
+        if std::env::var("HEARTH_REQUIRE_PRIVILEGED").is_ok_and(|v| !v.is_empty() && v != "0") {
+            panic!("kallsyms addresses are hidden and HEARTH_REQUIRE_PRIVILEGED is set");
+        }
+        eprintln!("SKIP kernel_addresses_resolve_through_kallsyms: addresses hidden (not root)");
+        return;
+    }
+    let mut agg = Aggregate::new();
+    agg.add(thread(), &[RawFrame::Kernel(addr + 4)], 1);
+    let report = Symbolizer::new().report(&agg, RecordingInfo::default());
+    assert_eq!(
+        report.function_names_root_first(&report.samples[0]),
+        vec!["do_syscall_64"]
+    );
+    assert!(report.locations[0].kernel);
+}

@@ -1,5 +1,7 @@
 //! What the profiler knows about processes and the files they execute.
 //!
+//! * [`container`]: which container (and Kubernetes pod) a process runs
+//!   in, from `/proc/<pid>/cgroup`, with a per-pid cache.
 //! * [`procfs`]: parsers of `/proc/<pid>/maps`, `comm` and `status`; their
 //!   input is outside data, so they never panic and are fuzzed.
 //! * [`binary`]: ELF files opened once and shared, keyed by device and
@@ -8,8 +10,12 @@
 //!   mmap/comm/fork/exit records after an initial `/proc` scan.
 
 pub mod binary;
+pub mod container;
 pub mod procfs;
 pub mod table;
 
 pub use binary::{Binary, BinaryCache, BinaryKey, LoadError, SectionRange};
+pub use container::{
+    classify_cgroup, Classification, ContainerCache, ContainerRef, QosClass, Runtime,
+};
 pub use table::{Mapping, Process, ProcessTable, TableStats};

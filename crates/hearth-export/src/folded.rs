@@ -1,6 +1,7 @@
 //! Folded stacks: one `root;...;leaf count` line per distinct stack.
 //!
-//! The root frame is the process name, followed by the functions from the
+//! The root frame is the process name (below the pod and container when the
+//! report is grouped by them), followed by the functions from the
 //! outermost to the innermost, with inlined functions expanded. Equal stacks
 //! from different threads are merged and lines are sorted so that the output
 //! is deterministic.
@@ -19,7 +20,12 @@ const EMPTY_FRAME: &str = "[unknown]";
 pub fn folded_lines(report: &Report) -> Vec<String> {
     let mut counts: HashMap<String, u64> = HashMap::new();
     for sample in report.samples.iter().filter(|s| s.count > 0) {
-        let mut stack = sanitize_frame(&sample.process_name);
+        let mut stack = String::new();
+        for frame in crate::grouping::root_frames(report, sample) {
+            stack.push_str(&sanitize_frame(&frame));
+            stack.push(';');
+        }
+        stack.push_str(&sanitize_frame(&sample.process_name));
         for name in report.function_names_root_first(sample) {
             stack.push(';');
             stack.push_str(&sanitize_frame(name));
@@ -222,6 +228,7 @@ mod tests {
                     tid: 1,
                     process_name: "".into(),
                     thread_name: "t".into(),
+                    resource: 0,
                     count: 2,
                 },
                 ReportSample {
@@ -230,6 +237,7 @@ mod tests {
                     tid: 1,
                     process_name: "p".into(),
                     thread_name: "t".into(),
+                    resource: 0,
                     count: 1,
                 },
             ],

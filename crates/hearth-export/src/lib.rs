@@ -10,6 +10,7 @@
 
 pub mod flamegraph;
 pub mod folded;
+pub mod grouping;
 pub mod pprof;
 pub mod top;
 

@@ -138,20 +138,36 @@ fn encode_samples(report: &Report, strings: &mut StringTable) -> Vec<proto::Samp
                 .map(|&loc| loc as u64 + 1)
                 .collect(),
             value: vec![to_i64(s.count), to_i64(s.count.saturating_mul(period))],
-            label: vec![
-                num(keys[0], s.pid),
-                num(keys[1], s.tid),
-                proto::Label {
-                    key: keys[2],
-                    str: strings.intern(&s.process_name),
-                    ..Default::default()
-                },
-                proto::Label {
-                    key: keys[3],
-                    str: strings.intern(&s.thread_name),
-                    ..Default::default()
-                },
-            ],
+            label: {
+                let mut labels = vec![
+                    num(keys[0], s.pid),
+                    num(keys[1], s.tid),
+                    proto::Label {
+                        key: keys[2],
+                        str: strings.intern(&s.process_name),
+                        ..Default::default()
+                    },
+                    proto::Label {
+                        key: keys[3],
+                        str: strings.intern(&s.thread_name),
+                        ..Default::default()
+                    },
+                ];
+                // Grouped by container or pod: the resource's attributes
+                // (container.id, k8s.pod.name, ...) become labels.
+                if report.group_by != hearth_profile::GroupBy::Process {
+                    if let Some(r) = report.resource_of(s) {
+                        for (k, v) in &r.attributes {
+                            labels.push(proto::Label {
+                                key: strings.intern(k),
+                                str: strings.intern(v),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                }
+                labels
+            },
         })
         .collect()
 }

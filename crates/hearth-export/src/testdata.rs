@@ -1,6 +1,6 @@
 //! A small hand-built report shared by the encoder tests.
 
-use hearth_profile::{Function, Line, Location, Mapping, Report, ReportSample};
+use hearth_profile::{Function, GroupBy, Line, Location, Mapping, Report, ReportSample, Resource};
 
 pub const KERNEL_ADDR: u64 = 0xffff_ffff_8100_0010;
 
@@ -42,6 +42,7 @@ fn sample(
         tid,
         process_name: process.into(),
         thread_name: thread.into(),
+        resource: 0,
         count,
     }
 }
@@ -106,5 +107,7 @@ pub fn two_processes() -> Report {
             sample(&[7], 200, 201, "db", "io;thread", 1),
         ],
         lost_samples: 7,
+        resources: vec![Resource::default()],
+        group_by: GroupBy::Process,
     }
 }

@@ -138,6 +138,11 @@ impl ProcessTable {
         }
     }
 
+    /// Root of the proc file system this table reads.
+    pub fn proc_root(&self) -> &str {
+        &self.proc_root
+    }
+
     pub fn get(&self, pid: u32) -> Option<&Process> {
         self.procs.get(&pid)
     }

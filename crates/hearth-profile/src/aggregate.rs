@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::frame::{BinaryId, BinaryInfo, RawFrame};
+use crate::frame::{BinaryId, BinaryInfo, ContainerKey, RawFrame};
 use crate::stack::{StackId, StackTable};
 
 /// Who a sample belongs to. Names are part of the key so that a reused pid,
@@ -14,6 +14,8 @@ pub struct ThreadInfo {
     pub tid: u32,
     pub process_name: Arc<str>,
     pub thread_name: Arc<str>,
+    /// `None` for processes outside any container (the host).
+    pub container: Option<Arc<ContainerKey>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,6 +89,7 @@ mod tests {
             tid: pid,
             process_name: name.into(),
             thread_name: name.into(),
+            container: None,
         }
     }
 

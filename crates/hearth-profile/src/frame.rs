@@ -40,3 +40,18 @@ pub struct BinaryInfo {
     /// GNU build id, raw bytes.
     pub build_id: Option<Arc<[u8]>>,
 }
+
+/// The container a process runs in, as its cgroup path tells.
+///
+/// Carried with every sample so that Kubernetes metadata can be attached
+/// when a window is reported, even if the pod became known only after the
+/// sample was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerKey {
+    /// Bare container id (64 hex).
+    pub id: Arc<str>,
+    /// `containerd`, `cri-o`, `docker`, `podman`, when the path tells.
+    pub runtime: Option<Arc<str>>,
+    /// Pod UID (or a static pod's config hash) from the cgroup path.
+    pub pod_uid: Option<Arc<str>>,
+}

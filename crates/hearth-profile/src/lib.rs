@@ -17,6 +17,6 @@ pub mod report;
 pub mod stack;
 
 pub use aggregate::{Aggregate, SampleKey, ThreadInfo};
-pub use frame::{BinaryId, BinaryInfo, RawFrame};
-pub use report::{Function, Line, Location, Mapping, Report, ReportSample};
+pub use frame::{BinaryId, BinaryInfo, ContainerKey, RawFrame};
+pub use report::{Function, GroupBy, Line, Location, Mapping, Report, ReportSample, Resource};
 pub use stack::{StackId, StackTable};

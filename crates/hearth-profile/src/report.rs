@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use crate::frame::ContainerKey;
+
 /// A file (or the kernel) that code was executed from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Mapping {
@@ -42,6 +44,24 @@ pub struct Location {
     pub kernel: bool,
 }
 
+/// Where samples come from: one container, or the host (processes outside
+/// any container). Attributes follow the OpenTelemetry semantic conventions
+/// (`container.id`, `k8s.pod.name`, `service.name`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resource {
+    pub container: Option<Arc<ContainerKey>>,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Resource {
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportSample {
     /// Location indices, leaf first.
@@ -50,7 +70,19 @@ pub struct ReportSample {
     pub tid: u32,
     pub process_name: Arc<str>,
     pub thread_name: Arc<str>,
+    /// Index into [`Report::resources`].
+    pub resource: usize,
     pub count: u64,
+}
+
+/// How a report groups samples above the process: encoders add the
+/// container (and pod) as root frames or labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum GroupBy {
+    #[default]
+    Process,
+    Container,
+    Pod,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,11 +96,19 @@ pub struct Report {
     pub functions: Vec<Function>,
     pub locations: Vec<Location>,
     pub samples: Vec<ReportSample>,
+    /// Resources the samples point at; never empty when there are samples.
+    pub resources: Vec<Resource>,
     /// Samples the kernel dropped because a ring buffer was full.
     pub lost_samples: u64,
+    pub group_by: GroupBy,
 }
 
 impl Report {
+    /// The resource of a sample (the host resource for a bad index).
+    pub fn resource_of(&self, sample: &ReportSample) -> Option<&Resource> {
+        self.resources.get(sample.resource)
+    }
+
     /// Nominal time each sample stands for, in nanoseconds.
     pub fn period_ns(&self) -> u64 {
         1_000_000_000u64.checked_div(self.frequency_hz).unwrap_or(0)
@@ -150,6 +190,7 @@ mod tests {
                 tid: 1,
                 process_name: "p".into(),
                 thread_name: "p".into(),
+                resource: 0,
                 count: 2,
             }],
             ..Default::default()

@@ -14,8 +14,8 @@ use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 use blazesym::MaybeDefault;
 use hearth_profile::{
-    Aggregate, BinaryId, BinaryInfo, Function, Line, Location, Mapping, RawFrame, Report,
-    ReportSample,
+    Aggregate, BinaryId, BinaryInfo, ContainerKey, Function, Line, Location, Mapping, RawFrame,
+    Report, ReportSample, Resource,
 };
 
 /// One resolved function at an address, innermost first in a list.
@@ -252,6 +252,9 @@ impl Symbolizer {
             lost_samples: agg.lost_samples,
             ..Default::default()
         };
+        // One resource per container, plus one for the host; attributes
+        // beyond the container's own are attached later by the caller.
+        let mut resource_index: HashMap<Option<Arc<ContainerKey>>, usize> = HashMap::new();
         // Frames map one-to-one to locations, so each (thread, stack) entry
         // of the aggregate is already a distinct sample.
         for (key, &count) in &agg.counts {
@@ -261,12 +264,19 @@ impl Symbolizer {
                 .map(|f| b.location(self, agg, f))
                 .collect();
             let t = &key.thread;
+            let resource = *resource_index
+                .entry(t.container.clone())
+                .or_insert_with(|| {
+                    report.resources.push(base_resource(t.container.clone()));
+                    report.resources.len() - 1
+                });
             b.samples.push(ReportSample {
                 stack,
                 pid: t.pid,
                 tid: t.tid,
                 process_name: t.process_name.clone(),
                 thread_name: t.thread_name.clone(),
+                resource,
                 count,
             });
         }
@@ -278,6 +288,24 @@ impl Symbolizer {
         report.locations = b.locations;
         report.samples = b.samples;
         report
+    }
+}
+
+/// The attributes a container's cgroup alone gives.
+fn base_resource(container: Option<Arc<ContainerKey>>) -> Resource {
+    let mut attributes = Vec::new();
+    if let Some(c) = &container {
+        attributes.push(("container.id".to_string(), c.id.to_string()));
+        if let Some(rt) = &c.runtime {
+            attributes.push(("container.runtime.name".to_string(), rt.to_string()));
+        }
+        if let Some(uid) = &c.pod_uid {
+            attributes.push(("k8s.pod.uid".to_string(), uid.to_string()));
+        }
+    }
+    Resource {
+        container,
+        attributes,
     }
 }
 

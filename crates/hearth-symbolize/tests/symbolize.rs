@@ -16,6 +16,7 @@ fn thread() -> ThreadInfo {
         tid: 1,
         process_name: "t".into(),
         thread_name: "t".into(),
+        container: None,
     }
 }
 

@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use hearth_proc::container::{classify_cgroup, Classification};
 use hearth_proc::table::NewMapping;
 use hearth_proc::ProcessTable;
-use hearth_profile::{Aggregate, BinaryId, BinaryInfo, RawFrame, ThreadInfo};
+use hearth_profile::{Aggregate, BinaryId, BinaryInfo, ContainerKey, RawFrame, ThreadInfo};
 use hearth_sampler::format::{X86_REG_BP, X86_REG_IP, X86_REG_SP};
 use hearth_sampler::{parse_record, Record, SampleFormat, SampleRecord};
 use hearth_unwind::{Outcome, StackUnwinder, UserRegs};
@@ -43,6 +44,16 @@ pub struct ConverterStats {
     pub lost_records: u64,
 }
 
+/// The container of a process, and whether it must be read again.
+struct ContainerOf {
+    key: Option<Arc<ContainerKey>>,
+    stale: bool,
+}
+
+/// How often (kernel time) every process's cgroup is read again, since
+/// processes can be moved between cgroups.
+const CGROUP_REFRESH_NS: u64 = 10_000_000_000;
+
 pub struct Converter {
     format: SampleFormat,
     pub table: ProcessTable,
@@ -57,6 +68,8 @@ pub struct Converter {
     pub stats: ConverterStats,
     last_time: u64,
     last_reap: u64,
+    containers: HashMap<u32, ContainerOf>,
+    last_cgroup_refresh: u64,
 }
 
 impl Converter {
@@ -74,6 +87,48 @@ impl Converter {
             stats: ConverterStats::default(),
             last_time: 0,
             last_reap: 0,
+            containers: HashMap::new(),
+            last_cgroup_refresh: 0,
+        }
+    }
+
+    /// The container of `pid`, from its cgroup. A process that is gone
+    /// keeps what was known of it (inherited at fork, or read earlier).
+    fn container_of(&mut self, pid: u32) -> Option<Arc<ContainerKey>> {
+        if let Some(c) = self.containers.get(&pid) {
+            if !c.stale {
+                return c.key.clone();
+            }
+        }
+        let path = format!("{}/{pid}/cgroup", self.table.proc_root());
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let key = match classify_cgroup(&text) {
+                    Classification::Container(c) => Some(Arc::new(ContainerKey {
+                        id: Arc::from(c.id.as_str()),
+                        runtime: c.runtime.map(|r| Arc::from(r.as_str())),
+                        pod_uid: c.pod_uid.as_deref().map(Arc::from),
+                    })),
+                    // Runtime monitors (conmon) are not the workload.
+                    Classification::Host | Classification::RuntimeMonitor { .. } => None,
+                };
+                self.containers.insert(
+                    pid,
+                    ContainerOf {
+                        key: key.clone(),
+                        stale: false,
+                    },
+                );
+                key
+            }
+            Err(_) => {
+                let entry = self.containers.entry(pid).or_insert(ContainerOf {
+                    key: None,
+                    stale: false,
+                });
+                entry.stale = false;
+                entry.key.clone()
+            }
         }
     }
 
@@ -119,11 +174,29 @@ impl Converter {
                     });
                 }
             }
-            Record::Comm(c) => self.table.set_comm(c.pid, c.tid, c.comm, c.exec),
+            Record::Comm(c) => {
+                if c.exec {
+                    // Runtimes place a container's first process in its
+                    // cgroup just before exec.
+                    if let Some(entry) = self.containers.get_mut(&c.pid) {
+                        entry.stale = true;
+                    }
+                }
+                self.table.set_comm(c.pid, c.tid, c.comm, c.exec)
+            }
             Record::Fork(f) => {
                 if let PidFilter::Tree(pids) = &mut self.filter {
                     if pids.contains(&f.ppid) {
                         pids.insert(f.pid);
+                    }
+                }
+                if f.pid != f.ppid {
+                    // A child starts in its parent's cgroup; read it again
+                    // on its first sample, in case it was moved since.
+                    if let Some(parent) = self.containers.get(&f.ppid) {
+                        let key = parent.key.clone();
+                        self.containers
+                            .insert(f.pid, ContainerOf { key, stale: true });
                     }
                 }
                 self.table.fork(f.pid, f.ppid, f.tid, f.ptid);
@@ -142,6 +215,13 @@ impl Converter {
             if self.table.reap(self.last_time) > 0 {
                 let table = &self.table;
                 self.unwinder.retain(|pid| table.get(pid).is_some());
+                self.containers.retain(|pid, _| table.get(*pid).is_some());
+            }
+        }
+        if self.last_time.saturating_sub(self.last_cgroup_refresh) > CGROUP_REFRESH_NS {
+            self.last_cgroup_refresh = self.last_time;
+            for c in self.containers.values_mut() {
+                c.stale = true;
             }
         }
     }
@@ -168,6 +248,7 @@ impl Converter {
                 ip.wrapping_sub(1)
             }));
         }
+        let container = self.container_of(s.pid);
         if self.table.ensure(s.pid).is_none() {
             // The process is gone and was never seen: keep what we have.
             let thread = ThreadInfo {
@@ -175,6 +256,7 @@ impl Converter {
                 tid: s.tid,
                 process_name: Arc::from("[unknown]"),
                 thread_name: Arc::from("[unknown]"),
+                container,
             };
             self.agg.add(thread, &self.frames, 1);
             return;
@@ -248,6 +330,7 @@ impl Converter {
             tid: s.tid,
             process_name,
             thread_name,
+            container,
         };
         self.agg.add(thread, &self.frames, 1);
     }

@@ -5,9 +5,11 @@
 //!   tracking, unwinding, normalization), one `handle_*` per record kind.
 //! * [`batch`]: orders records drained from several CPUs by time.
 //! * [`capture`]: a file of raw records, to replay samples in benchmarks.
+//! * [`enrich`]: Kubernetes and host attributes for a report's resources.
 //! * [`recorder`]: the `hearth record` engine (targets, stop conditions).
 
 pub mod batch;
 pub mod capture;
 pub mod converter;
+pub mod enrich;
 pub mod recorder;

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hearth::recorder::{record, RecordOptions, RecordTarget};
+use hearth::recorder::{record, KubernetesOptions, RecordOptions, RecordTarget};
 use hearth_export::OutputFormat;
+use hearth_k8s::attributes::{AttributeConfig, ExportRule};
+use hearth_profile::GroupBy;
 
 /// Default sampling frequency. A prime just under 20 Hz: cheap enough to run
 /// always, and it does not beat in step with timers that fire at round
@@ -69,12 +71,79 @@ struct RecordArgs {
     /// Ring buffer per CPU, in KiB (a power of two is used).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=1_048_576))]
     ring_kib: u64,
+    /// Group samples above the process by container or by pod: adds root
+    /// frames to folded stacks and flame graphs, and labels to pprof.
+    #[arg(long, value_enum, default_value_t = GroupArg::Process)]
+    group_by: GroupArg,
+    #[command(flatten)]
+    kubernetes: KubernetesArgs,
     /// Also save the raw kernel records to FILE (for replay benchmarks).
     #[arg(long, value_name = "FILE", hide = true)]
     capture: Option<PathBuf>,
     /// Command to start and record, with its children.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GroupArg {
+    Process,
+    Container,
+    Pod,
+}
+
+/// Pod metadata: used when a node name is given and a cluster is
+/// configured (in-cluster service account, `KUBECONFIG`, or --kubeconfig).
+#[derive(Args)]
+struct KubernetesArgs {
+    /// This node's name (set it from the downward API in a DaemonSet).
+    #[arg(long, env = "KUBERNETES_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// Kubeconfig file (default: in-cluster credentials, then $KUBECONFIG).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Export pod labels matching RULE as attributes (repeatable):
+    /// `key`, `key=attribute.name`, `/regex/` or `/regex/=name_$1`.
+    /// Nothing is exported by default.
+    #[arg(long = "k8s-label", value_name = "RULE")]
+    labels: Vec<String>,
+    /// Export pod annotations matching RULE (same forms as --k8s-label).
+    #[arg(long = "k8s-annotation", value_name = "RULE")]
+    annotations: Vec<String>,
+    /// Derive service.* from the app.kubernetes.io/{instance,name,version}
+    /// labels (after the resource.opentelemetry.io/* annotations).
+    #[arg(long = "k8s-well-known-labels")]
+    well_known_labels: bool,
+    /// Seconds a deleted pod's metadata is kept for late samples.
+    #[arg(long = "k8s-delete-grace", value_name = "SECONDS", default_value = "120", value_parser = parse_seconds)]
+    delete_grace: Duration,
+}
+
+impl KubernetesArgs {
+    fn options(&self) -> Result<Option<KubernetesOptions>> {
+        let Some(node_name) = self.node_name.clone().filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        if self.kubeconfig.is_none() && !hearth_k8s::watch::cluster_configured() {
+            return Ok(None);
+        }
+        let parse = |rules: &[String]| -> Result<Vec<ExportRule>> {
+            rules
+                .iter()
+                .map(|r| ExportRule::parse(r).with_context(|| format!("metadata rule {r:?}")))
+                .collect()
+        };
+        Ok(Some(KubernetesOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            node_name,
+            attributes: Arc::new(AttributeConfig {
+                label_rules: parse(&self.labels)?,
+                annotation_rules: parse(&self.annotations)?,
+                use_well_known_labels: self.well_known_labels,
+            }),
+            delete_grace: self.delete_grace,
+        }))
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -113,6 +182,7 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
     } else {
         RecordTarget::System
     };
+    let kubernetes = args.kubernetes.options()?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
@@ -124,6 +194,12 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         user_stack_bytes: args.stack_bytes,
         ring_bytes_per_cpu: (args.ring_kib as usize) * 1024,
         capture: args.capture,
+        group_by: match args.group_by {
+            GroupArg::Process => GroupBy::Process,
+            GroupArg::Container => GroupBy::Container,
+            GroupArg::Pod => GroupBy::Pod,
+        },
+        kubernetes,
     };
     let recording = record(&opts, stop)?;
     let report = &recording.report;

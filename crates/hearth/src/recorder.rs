@@ -14,14 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use hearth_k8s::attributes::AttributeConfig;
+use hearth_k8s::watch::{BackgroundWatch, WatchConfig};
 use hearth_proc::ProcessTable;
-use hearth_profile::Report;
+use hearth_profile::{GroupBy, Report};
 use hearth_sampler::{Session, SessionConfig, Target};
 use hearth_symbolize::{RecordingInfo, Symbolizer};
 
 use crate::batch::Batch;
 use crate::capture::CaptureWriter;
 use crate::converter::{Converter, ConverterStats, PidFilter};
+use crate::enrich::{host_name, Enricher};
 
 /// What to record.
 #[derive(Debug, Clone)]
@@ -43,6 +46,19 @@ pub struct RecordOptions {
     pub ring_bytes_per_cpu: usize,
     /// Also write every raw record to this file.
     pub capture: Option<PathBuf>,
+    pub group_by: GroupBy,
+    /// Pod metadata from this cluster, when given.
+    pub kubernetes: Option<KubernetesOptions>,
+}
+
+/// Where pod metadata comes from.
+#[derive(Debug, Clone)]
+pub struct KubernetesOptions {
+    /// Explicit kubeconfig; else in-cluster credentials or `KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    pub node_name: String,
+    pub attributes: Arc<AttributeConfig>,
+    pub delete_grace: Duration,
 }
 
 pub struct Recording {
@@ -245,6 +261,23 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
         None => None,
     };
 
+    // Pod metadata arrives in the background; a cluster that cannot be
+    // reached only costs the pod names, never the recording.
+    let watch = match &opts.kubernetes {
+        Some(k) => {
+            let mut config = WatchConfig::new(k.node_name.clone(), k.attributes.clone());
+            config.delete_grace = k.delete_grace;
+            match BackgroundWatch::start(k.kubeconfig.as_deref(), config) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!("no pod metadata, samples keep their container ids: {e}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+
     let start_unix_ns = now_unix_ns();
     let started = Instant::now();
     session.enable().context("enabling the sampling events")?;
@@ -310,7 +343,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
     let processes_seen = converter.table.stats.processes_seen;
     let agg = converter.take_aggregate();
     let mut symbolizer = Symbolizer::new();
-    let report = symbolizer.report(
+    let mut report = symbolizer.report(
         &agg,
         RecordingInfo {
             start_unix_ns,
@@ -318,6 +351,19 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
             frequency_hz: opts.frequency_hz,
         },
     );
+    report.group_by = opts.group_by;
+    let default_attributes = AttributeConfig::default();
+    Enricher {
+        store: watch.as_ref().map(|w| &w.store),
+        config: opts
+            .kubernetes
+            .as_ref()
+            .map(|k| k.attributes.as_ref())
+            .unwrap_or(&default_attributes),
+        node_name: opts.kubernetes.as_ref().map(|k| k.node_name.as_str()),
+        host_name: host_name(),
+    }
+    .enrich(&mut report);
     Ok(Recording {
         report,
         stats,

@@ -1,0 +1,64 @@
+//! Attaching Kubernetes and host attributes to a report's resources.
+//!
+//! Done when a report is built, not when samples are taken: a sample whose
+//! pod was not yet known still carries its container id and pod UID (from
+//! its cgroup) and gets the pod's metadata if the pod is known by then.
+
+use hearth_k8s::attributes::{resource_attributes, AttributeConfig};
+use hearth_k8s::store::PodStore;
+use hearth_profile::Report;
+
+/// Where attributes come from.
+pub struct Enricher<'a> {
+    pub store: Option<&'a PodStore>,
+    pub config: &'a AttributeConfig,
+    pub node_name: Option<&'a str>,
+    pub host_name: Option<String>,
+}
+
+/// The host's name, as `uname -n` gives it.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+impl Enricher<'_> {
+    pub fn enrich(&self, report: &mut Report) {
+        for resource in &mut report.resources {
+            let mut attrs = Vec::new();
+            if let (Some(store), Some(c)) = (self.store, &resource.container) {
+                let resolved = store
+                    .by_container_id(&c.id)
+                    .or_else(|| c.pod_uid.as_deref().and_then(|uid| store.by_pod_uid(uid)));
+                if let Some(r) = resolved {
+                    let container = r.container.and_then(|i| r.pod.containers.get(i));
+                    attrs = resource_attributes(
+                        &r.pod,
+                        container,
+                        Some(&c.id),
+                        c.runtime.as_deref(),
+                        self.node_name,
+                        self.config,
+                    );
+                }
+            }
+            // What the cgroup said, where the pod did not say better.
+            for (k, v) in std::mem::take(&mut resource.attributes) {
+                if !attrs.iter().any(|(ak, _)| *ak == k) {
+                    attrs.push((k, v));
+                }
+            }
+            if let Some(node) = self.node_name {
+                if !attrs.iter().any(|(k, _)| k == "k8s.node.name") {
+                    attrs.push(("k8s.node.name".into(), node.to_string()));
+                }
+            }
+            if let Some(host) = &self.host_name {
+                attrs.push(("host.name".into(), host.clone()));
+            }
+            resource.attributes = attrs;
+        }
+    }
+}

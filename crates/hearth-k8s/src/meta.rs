@@ -100,10 +100,10 @@ impl KeepFilter for KeepNothing {
     }
 }
 
-fn statuses<'a>(
-    list: Option<&'a Vec<ContainerStatus>>,
+fn statuses(
+    list: Option<&Vec<ContainerStatus>>,
     kind: ContainerKind,
-) -> impl Iterator<Item = (&'a ContainerStatus, ContainerKind)> {
+) -> impl Iterator<Item = (&ContainerStatus, ContainerKind)> {
     list.into_iter().flatten().map(move |s| (s, kind))
 }
 

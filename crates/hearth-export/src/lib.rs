@@ -11,6 +11,7 @@
 pub mod flamegraph;
 pub mod folded;
 pub mod grouping;
+pub mod otlp;
 pub mod pprof;
 pub mod top;
 
@@ -61,12 +62,19 @@ pub enum OutputFormat {
     Folded,
     /// SVG flame graph, `.svg`.
     Svg,
+    /// OTLP profiles export request (protobuf), `.otlp`: the message the
+    /// agent sends to a collector.
+    Otlp,
 }
 
 impl OutputFormat {
     /// Every format, in the order they are listed to users.
-    pub const ALL: [OutputFormat; 3] =
-        [OutputFormat::Pprof, OutputFormat::Folded, OutputFormat::Svg];
+    pub const ALL: [OutputFormat; 4] = [
+        OutputFormat::Pprof,
+        OutputFormat::Folded,
+        OutputFormat::Svg,
+        OutputFormat::Otlp,
+    ];
 
     /// The file name suffix that selects this format, with its leading dot.
     pub fn extension(self) -> &'static str {
@@ -74,6 +82,7 @@ impl OutputFormat {
             OutputFormat::Pprof => ".pb.gz",
             OutputFormat::Folded => ".folded",
             OutputFormat::Svg => ".svg",
+            OutputFormat::Otlp => ".otlp",
         }
     }
 
@@ -108,6 +117,7 @@ impl fmt::Display for OutputFormat {
             OutputFormat::Pprof => "pprof",
             OutputFormat::Folded => "folded",
             OutputFormat::Svg => "svg",
+            OutputFormat::Otlp => "otlp",
         })
     }
 }
@@ -122,6 +132,7 @@ pub fn write_report(
         OutputFormat::Pprof => write_pprof_gz(report, &mut w)?,
         OutputFormat::Folded => write_folded(report, &mut w)?,
         OutputFormat::Svg => write_flamegraph_svg(report, &mut w)?,
+        OutputFormat::Otlp => w.write_all(&otlp::encode_otlp(report))?,
     }
     w.flush()?;
     Ok(())
@@ -163,7 +174,8 @@ mod tests {
         assert_eq!(f("/tmp/flame.svg"), Some(OutputFormat::Svg));
         assert_eq!(f("profile.gz"), None);
         assert_eq!(f("profile.pb"), None);
-        assert_eq!(f("profile.otlp"), None);
+        assert_eq!(f("profile.otlp"), Some(OutputFormat::Otlp));
+        assert_eq!(f("profile.json"), None);
         assert_eq!(f(".svg"), None);
         assert_eq!(f("svg"), None);
         assert_eq!(f(""), None);

@@ -6,14 +6,12 @@
 //!   a grace period so that late samples still resolve.
 //! * [`workload`]: the owning workload, derived without watching
 //!   ReplicaSets or Jobs.
-//! * [`health`]: a failure log that says a thing once, then summarizes.
 //! * [`attributes`]: OpenTelemetry resource attributes of a container,
 //!   `service.*` included, and the opt-in export of labels and annotations.
 //! * [`watch`]: the list/watch of this node's pods that feeds the store,
 //!   with backoff and quiet, summarized logging.
 
 pub mod attributes;
-pub mod health;
 pub mod meta;
 pub mod store;
 pub mod watch;

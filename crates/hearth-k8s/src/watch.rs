@@ -21,7 +21,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Config};
 
 use crate::attributes::AttributeConfig;
-use crate::health::{FailureLog, LogLine};
+use hearth_telemetry::{FailureLog, LogLine};
 use crate::meta::PodMeta;
 use crate::store::PodStore;
 

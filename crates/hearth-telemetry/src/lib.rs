@@ -1,0 +1,9 @@
+//! The agent's own telemetry, shared by everything that talks to the
+//! outside (the Kubernetes API, the OTLP collector).
+//!
+//! * [`failure_log`]: a failure log that says a thing once, then
+//!   summarizes, then says when it recovered.
+
+pub mod failure_log;
+
+pub use failure_log::{FailureLog, LogLine};

@@ -21,9 +21,9 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Config};
 
 use crate::attributes::AttributeConfig;
-use hearth_telemetry::{FailureLog, LogLine};
 use crate::meta::PodMeta;
 use crate::store::PodStore;
+use hearth_telemetry::{FailureLog, LogLine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
@@ -153,11 +153,16 @@ pub async fn run(
 ) {
     let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
-    let mut events = watcher(api, watcher::Config::default().fields(&selector))
+    // While failing, a one-item metadata list tells when the API server
+    // answers again: on a quiet node the watch itself may stay silent.
+    let probe_params = kube::api::ListParams::default().fields(&selector).limit(1);
+    let mut events = watcher(api.clone(), watcher::Config::default().fields(&selector))
         .default_backoff()
         .boxed();
     let mut log = FailureLog::new(config.summary_period);
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(5));
+    // Often enough to honour short grace periods, rarely enough to be free.
+    let tick = (config.delete_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut housekeeping = tokio::time::interval(tick);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -167,6 +172,15 @@ pub async fn run(
                 store.expire(now, config.delete_grace);
                 if let Some(line) = log.tick(now) {
                     emit(line, &endpoint);
+                }
+                if log.is_failing() {
+                    let probe = tokio::time::timeout(Duration::from_secs(5), api.list_metadata(&probe_params)).await;
+                    if let Ok(Ok(_)) = probe {
+                        status.healthy.store(true, Ordering::Relaxed);
+                        if let Some(line) = log.success(Instant::now()) {
+                            emit(line, &endpoint);
+                        }
+                    }
                 }
             }
             event = events.next() => {

@@ -78,3 +78,22 @@ impl Batch {
         }
     }
 }
+
+/// Drains every ring of `session`, puts the records in time order, shows
+/// each to `tap` (capture files), and feeds it to `converter`. Returns the
+/// number of records.
+pub fn pump(
+    session: &mut hearth_sampler::Session,
+    batch: &mut Batch,
+    converter: &mut crate::converter::Converter,
+    mut tap: impl FnMut(u32, u32, u16, &[u8]),
+) -> usize {
+    let format = session.format();
+    batch.clear();
+    session.drain(|cpu, ty, misc, body| batch.push(&format, cpu, ty, misc, body));
+    batch.for_each_sorted(|cpu, ty, misc, body| {
+        tap(cpu, ty, misc, body);
+        converter.handle(ty, misc, body);
+    });
+    batch.len()
+}

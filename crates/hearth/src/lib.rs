@@ -8,6 +8,7 @@
 //! * [`enrich`]: Kubernetes and host attributes for a report's resources.
 //! * [`recorder`]: the `hearth record` engine (targets, stop conditions).
 
+pub mod agent;
 pub mod batch;
 pub mod capture;
 pub mod converter;

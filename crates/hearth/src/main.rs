@@ -29,8 +29,9 @@ const DEFAULT_FREQUENCY_HZ: u64 = 19;
 )]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "warn")]
-    log_level: String,
+    /// Default: warn for record, info for agent.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -39,6 +40,31 @@ struct Cli {
 enum Commands {
     /// Record a profile of the whole machine, of processes, or of a command.
     Record(RecordArgs),
+    /// Profile the whole machine continuously (the node agent).
+    Agent(AgentArgs),
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// Samples per second per CPU.
+    #[arg(short = 'F', long, value_name = "HZ", default_value_t = DEFAULT_FREQUENCY_HZ,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    frequency: u64,
+    /// Reporting interval in seconds (each window varies by ±10%).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    interval: Duration,
+    /// Address for /metrics, /healthz and /readyz; "off" to disable.
+    /// Loopback by default: binding elsewhere exposes the agent's metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    metrics_listen: String,
+    /// Bytes of user stack copied per sample, for DWARF unwinding.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(512..=65_528))]
+    stack_bytes: u32,
+    /// Ring buffer per CPU, in KiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=1_048_576))]
+    ring_kib: u64,
+    #[command(flatten)]
+    kubernetes: KubernetesArgs,
 }
 
 #[derive(Args)]
@@ -242,11 +268,43 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+fn run_agent(args: AgentArgs) -> Result<ExitCode> {
+    let metrics_listen = match args.metrics_listen.as_str() {
+        "off" | "" => None,
+        addr => Some(addr.parse().with_context(|| {
+            format!("--metrics-listen {addr:?} is not an address like 127.0.0.1:9464")
+        })?),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let opts = hearth::agent::AgentOptions {
+        frequency_hz: args.frequency,
+        interval: args.interval,
+        user_stack_bytes: args.stack_bytes,
+        ring_bytes_per_cpu: (args.ring_kib as usize) * 1024,
+        metrics_listen,
+        kubernetes: args.kubernetes.options()?,
+        ..Default::default()
+    };
+    let sinks: Vec<Box<dyn hearth::agent::ReportSink>> = Vec::new();
+    hearth::agent::run(opts, sinks, stop)?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    let default_level = match (&cli.command, cli.log_level.as_deref()) {
+        (_, Some(level)) => level.to_string(),
+        (Commands::Agent(_), None) => "info".to_string(),
+        (Commands::Record(_), None) => "warn".to_string(),
+    };
+    init_logging(&default_level);
     let result = match cli.command {
         Commands::Record(args) => run_record(args),
+        Commands::Agent(args) => run_agent(args),
     };
     match result {
         Ok(code) => code,

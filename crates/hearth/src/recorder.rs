@@ -21,7 +21,7 @@ use hearth_profile::{GroupBy, Report};
 use hearth_sampler::{Session, SessionConfig, Target};
 use hearth_symbolize::{RecordingInfo, Symbolizer};
 
-use crate::batch::Batch;
+use crate::batch::{pump, Batch};
 use crate::capture::CaptureWriter;
 use crate::converter::{Converter, ConverterStats, PidFilter};
 use crate::enrich::{host_name, Enricher};
@@ -310,19 +310,19 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
         if finished {
             session.disable().context("disabling the sampling events")?;
         }
-        batch.clear();
-        session.drain(|cpu, ty, misc, body| {
-            batch.push(&format, cpu, ty, misc, body);
-        });
         let mut capture_error = None;
-        batch.for_each_sorted(|cpu, ty, misc, body| {
-            if let Some(w) = &mut capture {
-                if let Err(e) = w.write(cpu, ty, misc, body) {
-                    capture_error.get_or_insert(e);
+        pump(
+            &mut session,
+            &mut batch,
+            &mut converter,
+            |cpu, ty, misc, body| {
+                if let Some(w) = &mut capture {
+                    if let Err(e) = w.write(cpu, ty, misc, body) {
+                        capture_error.get_or_insert(e);
+                    }
                 }
-            }
-            converter.handle(ty, misc, body);
-        });
+            },
+        );
         if let Some(e) = capture_error {
             return Err(e).context("writing the capture file");
         }

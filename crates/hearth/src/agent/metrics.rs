@@ -1,0 +1,232 @@
+//! The agent's own metrics, in the Prometheus text format.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hearth_k8s::watch::WatchStatus;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Keeps a Prometheus counter equal to an external running total.
+#[derive(Default)]
+pub struct MirroredCounter {
+    counter: Counter,
+    last: AtomicU64,
+}
+
+impl MirroredCounter {
+    pub fn set_total(&self, total: u64) {
+        let last = self.last.swap(total, Ordering::Relaxed);
+        self.counter.inc_by(total.saturating_sub(last));
+    }
+}
+
+/// Runs before every scrape, to copy figures kept elsewhere.
+pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
+
+pub struct AgentMetrics {
+    registry: Mutex<Registry>,
+    samples: Counter,
+    lost_samples: Counter,
+    pub windows: Counter,
+    windows_dropped: Counter,
+    pub report_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub exports_sent: Arc<MirroredCounter>,
+    pub export_failures: Arc<MirroredCounter>,
+    pub exports_dropped: Arc<MirroredCounter>,
+    pub rejected_profiles: Arc<MirroredCounter>,
+    pub export_queue_bytes: Gauge,
+    watch_healthy: Gauge,
+    watch_failures: Arc<MirroredCounter>,
+    watch_relists: Arc<MirroredCounter>,
+    watch: Mutex<Option<Arc<WatchStatus>>>,
+    hooks: Mutex<Vec<ScrapeHook>>,
+    heartbeat: AtomicU64,
+    started: AtomicBool,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentMetrics {
+    pub fn new() -> Self {
+        let m = AgentMetrics {
+            registry: Mutex::new(Registry::with_prefix("hearth")),
+            samples: Counter::default(),
+            lost_samples: Counter::default(),
+            windows: Counter::default(),
+            windows_dropped: Counter::default(),
+            report_seconds: Gauge::default(),
+            exports_sent: Arc::default(),
+            export_failures: Arc::default(),
+            exports_dropped: Arc::default(),
+            rejected_profiles: Arc::default(),
+            export_queue_bytes: Gauge::default(),
+            watch_healthy: Gauge::default(),
+            watch_failures: Arc::default(),
+            watch_relists: Arc::default(),
+            watch: Mutex::new(None),
+            hooks: Mutex::new(Vec::new()),
+            heartbeat: AtomicU64::new(0),
+            started: AtomicBool::new(false),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
+            r.register("samples", "CPU samples taken", m.samples.clone());
+            r.register(
+                "lost_samples",
+                "Records the kernel dropped because a ring buffer was full",
+                m.lost_samples.clone(),
+            );
+            r.register("windows", "Reporting windows completed", m.windows.clone());
+            r.register(
+                "windows_dropped",
+                "Windows dropped because the reporter was behind",
+                m.windows_dropped.clone(),
+            );
+            r.register(
+                "report_seconds",
+                "Time to symbolize and encode the last window",
+                m.report_seconds.clone(),
+            );
+            r.register(
+                "exports_sent",
+                "Export requests the collector accepted",
+                m.exports_sent.counter.clone(),
+            );
+            r.register(
+                "export_failures",
+                "Export attempts that failed",
+                m.export_failures.counter.clone(),
+            );
+            r.register(
+                "exports_dropped",
+                "Export requests dropped (permanent error, queue overflow, or retries expired)",
+                m.exports_dropped.counter.clone(),
+            );
+            r.register(
+                "rejected_profiles",
+                "Profiles the collector rejected in partial-success answers",
+                m.rejected_profiles.counter.clone(),
+            );
+            r.register(
+                "export_queue_bytes",
+                "Bytes waiting in the export queue",
+                m.export_queue_bytes.clone(),
+            );
+            r.register(
+                "k8s_watch_healthy",
+                "1 while the pod list/watch works, 0 while it fails",
+                m.watch_healthy.clone(),
+            );
+            r.register(
+                "k8s_watch_failures",
+                "Failed pod list/watch calls",
+                m.watch_failures.counter.clone(),
+            );
+            r.register(
+                "k8s_watch_relists",
+                "Full pod lists (start, expiry, reconnects)",
+                m.watch_relists.counter.clone(),
+            );
+        }
+        m
+    }
+
+    pub fn add_samples(&self, samples: u64, lost: u64) {
+        self.samples.inc_by(samples);
+        self.lost_samples.inc_by(lost);
+    }
+
+    pub fn window_dropped(&self) {
+        self.windows_dropped.inc();
+    }
+
+    pub fn heartbeat(&self) {
+        self.heartbeat.store(unix_secs(), Ordering::Relaxed);
+    }
+
+    pub fn sampling_started(&self) {
+        self.heartbeat();
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// Alive: the sampling thread went round its loop recently.
+    pub fn healthy(&self) -> bool {
+        unix_secs().saturating_sub(self.heartbeat.load(Ordering::Relaxed)) < 30
+    }
+
+    pub fn ready(&self) -> bool {
+        self.started.load(Ordering::Relaxed) && self.healthy()
+    }
+
+    pub fn set_watch_status(&self, status: Arc<WatchStatus>) {
+        *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+
+    pub fn add_scrape_hook(&self, hook: ScrapeHook) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            hook();
+        }
+        if let Some(w) = self
+            .watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            self.watch_healthy
+                .set(i64::from(w.healthy.load(Ordering::Relaxed)));
+            self.watch_failures
+                .set_total(w.failures.load(Ordering::Relaxed));
+            self.watch_relists
+                .set_total(w.relists.load(Ordering::Relaxed));
+        }
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_mirrors_totals() {
+        let m = AgentMetrics::new();
+        m.add_samples(10, 2);
+        m.exports_sent.set_total(3);
+        m.exports_sent.set_total(5);
+        let text = m.render();
+        assert!(text.contains("hearth_samples_total 10"), "{text}");
+        assert!(text.contains("hearth_lost_samples_total 2"));
+        assert!(text.contains("hearth_exports_sent_total 5"));
+        assert!(!m.ready());
+        m.sampling_started();
+        assert!(m.ready());
+    }
+}

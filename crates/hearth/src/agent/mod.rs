@@ -1,0 +1,125 @@
+//! `hearth agent`: profiles the whole machine continuously.
+//!
+//! Three parts, each on its own thread so that none can stall another:
+//! * the sampling thread ([`sampling`]) drains the perf rings, keeps the
+//!   process table, unwinds, and every reporting interval hands the
+//!   window's aggregate over. It never waits on the network or symbolizes;
+//! * the reporter ([`reporter`]) symbolizes a window, attaches container
+//!   and pod attributes, and passes the report to the sinks (the OTLP
+//!   exporter when an endpoint is configured);
+//! * a small server ([`server`]) answers `/metrics`, `/healthz` and
+//!   `/readyz`, on loopback unless told otherwise.
+
+pub mod metrics;
+pub mod reporter;
+pub mod sampling;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hearth_profile::Report;
+
+use crate::recorder::KubernetesOptions;
+
+/// Where finished reports go.
+pub trait ReportSink: Send {
+    fn name(&self) -> &'static str;
+    fn accept(&mut self, report: &Report);
+    /// Called once on shutdown: finish what is pending within `deadline`.
+    fn shutdown(&mut self, deadline: Duration);
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub frequency_hz: u64,
+    /// Reporting interval; each window's length varies by ±`jitter`.
+    pub interval: Duration,
+    pub jitter: f64,
+    pub user_stack_bytes: u32,
+    pub ring_bytes_per_cpu: usize,
+    pub metrics_listen: Option<SocketAddr>,
+    pub kubernetes: Option<KubernetesOptions>,
+    /// Longest wait for the last window to be sent on shutdown.
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            frequency_hz: 19,
+            interval: Duration::from_secs(5),
+            jitter: 0.1,
+            user_stack_bytes: 16 * 1024,
+            ring_bytes_per_cpu: 1 << 20,
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            kubernetes: None,
+            shutdown_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs until `stop` is set (SIGTERM/SIGINT), then sends the last window
+/// and returns.
+pub fn run(
+    opts: AgentOptions,
+    sinks: Vec<Box<dyn ReportSink>>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let metrics = Arc::new(metrics::AgentMetrics::new());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("hearth-io")
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    if let Some(addr) = opts.metrics_listen {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("listening for /metrics on {addr}"))?;
+        tracing::info!("metrics and health on http://{addr}/metrics");
+        runtime.spawn(server::serve(listener, metrics.clone()));
+    }
+    let watch = match &opts.kubernetes {
+        Some(k) => {
+            let mut config =
+                hearth_k8s::watch::WatchConfig::new(k.node_name.clone(), k.attributes.clone());
+            config.delete_grace = k.delete_grace;
+            match hearth_k8s::watch::BackgroundWatch::start(k.kubeconfig.as_deref(), config) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!("no pod metadata, samples keep their container ids: {e}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(w) = &watch {
+        metrics.set_watch_status(w.status.clone());
+    }
+
+    let (windows, received) = std::sync::mpsc::sync_channel::<sampling::Window>(4);
+    let reporter = {
+        let metrics = metrics.clone();
+        let store = watch.as_ref().map(|w| w.store.clone());
+        let opts = opts.clone();
+        std::thread::Builder::new()
+            .name("hearth-report".into())
+            .spawn(move || reporter::run(received, sinks, store, opts, metrics))
+            .context("starting the reporter thread")?
+    };
+    let sampling_result = sampling::run(&opts, windows, metrics.clone(), stop.clone());
+    // The sampler dropped its sender: the reporter finishes the last window
+    // and shuts the sinks down within the deadline.
+    if reporter.join().is_err() {
+        tracing::error!("the reporter thread panicked");
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(watch);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    sampling_result
+}

@@ -1,0 +1,140 @@
+//! The agent's sampling thread: drain, convert, and cut windows.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use hearth_proc::ProcessTable;
+use hearth_profile::Aggregate;
+use hearth_sampler::{Session, SessionConfig, Target};
+
+use super::metrics::AgentMetrics;
+use super::AgentOptions;
+use crate::batch::{pump, Batch};
+use crate::converter::{Converter, PidFilter};
+
+/// One reporting interval's samples.
+pub struct Window {
+    pub aggregate: Aggregate,
+    pub start_unix_ns: u64,
+    pub duration_ns: u64,
+    pub frequency_hz: u64,
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A window length within ±`jitter` of `interval`, so that many agents
+/// started together do not report in lockstep.
+fn jittered(interval: Duration, jitter: f64, seed: &mut u64) -> Duration {
+    // xorshift64: statistical quality is irrelevant here.
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let unit = (*seed >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+    let factor = 1.0 + jitter.clamp(0.0, 0.9) * (2.0 * unit - 1.0);
+    interval.mul_f64(factor)
+}
+
+pub fn run(
+    opts: &AgentOptions,
+    windows: SyncSender<Window>,
+    metrics: Arc<AgentMetrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut config = SessionConfig::new(Target::AllProcesses, opts.frequency_hz);
+    config.user_stack_bytes = opts.user_stack_bytes;
+    config.ring_bytes_per_cpu = opts.ring_bytes_per_cpu;
+    let mut session = Session::open(&config)?;
+    let mut table = ProcessTable::new();
+    table.scan_all();
+    let mut converter = Converter::new(session.format(), table, PidFilter::All);
+    session.enable().context("enabling the sampling events")?;
+    metrics.sampling_started();
+    tracing::info!(
+        cpus = session.cpu_count(),
+        frequency_hz = opts.frequency_hz,
+        kernel_stacks = session.kernel_stacks(),
+        "sampling every CPU"
+    );
+
+    let mut seed = now_unix_ns() | 1;
+    let mut batch = Batch::new();
+    let mut window_start = Instant::now();
+    let mut window_start_unix = now_unix_ns();
+    let mut window_len = jittered(opts.interval, opts.jitter, &mut seed);
+    let mut last_stats = converter.stats;
+    loop {
+        session.wait(Duration::from_millis(50));
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping {
+            let _ = session.disable();
+        }
+        pump(&mut session, &mut batch, &mut converter, |_, _, _, _| {});
+        metrics.heartbeat();
+        let stats = converter.stats;
+        metrics.add_samples(
+            stats.samples - last_stats.samples,
+            stats.lost_records - last_stats.lost_records,
+        );
+        last_stats = stats;
+        if stopping || window_start.elapsed() >= window_len {
+            let window = Window {
+                aggregate: converter.take_aggregate(),
+                start_unix_ns: window_start_unix,
+                duration_ns: window_start.elapsed().as_nanos() as u64,
+                frequency_hz: opts.frequency_hz,
+            };
+            window_start = Instant::now();
+            window_start_unix = now_unix_ns();
+            window_len = jittered(opts.interval, opts.jitter, &mut seed);
+            let send = if stopping {
+                // The last window may wait for room: the reporter is
+                // finishing the one before it.
+                windows.send(window).map_err(|_| ())
+            } else {
+                match windows.try_send(window) {
+                    Ok(()) => Ok(()),
+                    // The reporter is behind: drop this window rather
+                    // than let memory grow or sampling stall.
+                    Err(TrySendError::Full(_)) => {
+                        metrics.window_dropped();
+                        Ok(())
+                    }
+                    Err(TrySendError::Disconnected(_)) => Err(()),
+                }
+            };
+            if send.is_err() {
+                anyhow::bail!("the reporter thread stopped");
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_bounds_and_varies() {
+        let mut seed = 42;
+        let lens: Vec<Duration> = (0..1000)
+            .map(|_| jittered(Duration::from_secs(5), 0.1, &mut seed))
+            .collect();
+        assert!(lens
+            .iter()
+            .all(|d| *d >= Duration::from_millis(4500) && *d <= Duration::from_millis(5500)));
+        let min = lens.iter().min().unwrap();
+        let max = lens.iter().max().unwrap();
+        assert!(*max - *min > Duration::from_millis(800), "{min:?}..{max:?}");
+    }
+}

@@ -20,10 +20,11 @@ declare -A why=(
 	[libc6-dev]="C headers and startup files for the C workloads"
 	[binutils]="nm/objdump, to check the workloads' symbols"
 	[make]="build tooling"
+	[python3-venv]="python3 -m venv, for the OTLP test receiver's .venv-tests"
 )
 
 missing=()
-for pkg in golang-go linux-perf gcc libc6-dev binutils make; do
+for pkg in golang-go linux-perf gcc libc6-dev binutils make python3-venv; do
 	if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
 		log "ok: $pkg already installed"
 	else
@@ -71,5 +72,19 @@ for bin in tests/workloads/build/split_c tests/workloads/build/spawner \
 	[[ -x $bin ]] || { log "error: $bin was not built" >&2; exit 1; }
 	log "  $bin"
 done
+log "python venv for the OTLP test receiver: .venv-tests (tests/otlp/requirements.txt)"
+if [[ ! -x .venv-tests/bin/python ]]; then
+	rm -rf .venv-tests
+	python3 -m venv .venv-tests
+fi
+# pip runs only when the pinned requirements changed since the last install.
+want="$(sha256sum tests/otlp/requirements.txt | cut -d' ' -f1)"
+if [[ "$(cat .venv-tests/.requirements.sha256 2>/dev/null)" != "$want" ]]; then
+	.venv-tests/bin/python -m pip install -q --disable-pip-version-check -r tests/otlp/requirements.txt
+	echo "$want" >.venv-tests/.requirements.sha256
+fi
+.venv-tests/bin/python -c 'import grpc, grpc_status, opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2_grpc' ||
+	{ log "error: .venv-tests lacks the receiver's packages" >&2; exit 1; }
+log "ok: .venv-tests ($(.venv-tests/bin/python --version))"
 log "kernel.perf_event_paranoid=$(cat /proc/sys/kernel/perf_event_paranoid) (whole-machine sampling without root/CAP_PERFMON needs <= 0)"
 log "done"

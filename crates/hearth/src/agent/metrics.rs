@@ -37,6 +37,8 @@ pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 pub struct AgentMetrics {
     registry: Mutex<Registry>,
     samples: Counter,
+    /// Samples in windows handed to the reporter (idle samples excluded).
+    pub samples_reported: Counter,
     lost_samples: Counter,
     pub windows: Counter,
     windows_dropped: Counter,
@@ -66,6 +68,7 @@ impl AgentMetrics {
         let m = AgentMetrics {
             registry: Mutex::new(Registry::with_prefix("hearth")),
             samples: Counter::default(),
+            samples_reported: Counter::default(),
             lost_samples: Counter::default(),
             windows: Counter::default(),
             windows_dropped: Counter::default(),

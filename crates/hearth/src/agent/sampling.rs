@@ -94,6 +94,7 @@ pub fn run(
             window_start = Instant::now();
             window_start_unix = now_unix_ns();
             window_len = jittered(opts.interval, opts.jitter, &mut seed);
+            let reported = window.aggregate.total_samples;
             let send = if stopping {
                 // The last window may wait for room: the reporter is
                 // finishing the one before it.
@@ -113,6 +114,7 @@ pub fn run(
             if send.is_err() {
                 anyhow::bail!("the reporter thread stopped");
             }
+            metrics.samples_reported.inc_by(reported);
         }
         if stopping {
             return Ok(());

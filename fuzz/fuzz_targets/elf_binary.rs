@@ -52,9 +52,15 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(hex.len(), 2 * binary.build_id.as_ref().unwrap().len());
     }
     let s = &binary.sections;
-    for range in [&s.text, &s.eh_frame, &s.eh_frame_hdr, &s.debug_frame, &s.got]
-        .into_iter()
-        .flatten()
+    for range in [
+        &s.text,
+        &s.eh_frame,
+        &s.eh_frame_hdr,
+        &s.debug_frame,
+        &s.got,
+    ]
+    .into_iter()
+    .flatten()
     {
         assert!(range.file.start <= range.file.end);
         assert!(range.file.end <= data.len(), "section past the end of file");

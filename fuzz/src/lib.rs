@@ -138,10 +138,7 @@ pub fn check_record(format: &SampleFormat, record_type: u32, misc: u16, body: &[
             assert!(chain <= body.len() / 8, "call chain longer than the body");
             assert_eq!(s.callchain().count(), chain);
             assert!(s.kernel_callchain().count() <= chain);
-            assert!(
-                within(body, s.user_stack),
-                "user stack outside the record"
-            );
+            assert!(within(body, s.user_stack), "user stack outside the record");
             let regs = (0..=64).filter_map(|i| s.user_reg(i)).count();
             if s.regs_abi != 0 {
                 assert_eq!(regs as u32, format.regs_user_mask.count_ones());

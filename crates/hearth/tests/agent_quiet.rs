@@ -16,7 +16,10 @@ fn no_endpoint_means_no_connection_to_4317_or_4318() {
     // The default OTLP ports, where a careless exporter would try.
     let listeners: Vec<TcpListener> = ["127.0.0.1:4317", "127.0.0.1:4318"]
         .iter()
-        .map(|a| TcpListener::bind(a).unwrap_or_else(|e| panic!("cannot listen on {a} for the test: {e}")))
+        .map(|a| {
+            TcpListener::bind(a)
+                .unwrap_or_else(|e| panic!("cannot listen on {a} for the test: {e}"))
+        })
         .collect();
     for l in &listeners {
         l.set_nonblocking(true).expect("nonblocking");
@@ -27,7 +30,11 @@ fn no_endpoint_means_no_connection_to_4317_or_4318() {
         .stderr(Stdio::piped());
     // Nothing in the environment may point it anywhere.
     for (k, _) in std::env::vars() {
-        if k.starts_with("OTEL_") || k == "KUBECONFIG" || k == "KUBERNETES_SERVICE_HOST" || k == "KUBERNETES_NODE_NAME" {
+        if k.starts_with("OTEL_")
+            || k == "KUBECONFIG"
+            || k == "KUBERNETES_SERVICE_HOST"
+            || k == "KUBERNETES_NODE_NAME"
+        {
             cmd.env_remove(k);
         }
     }
@@ -40,7 +47,10 @@ fn no_endpoint_means_no_connection_to_4317_or_4318() {
                 connections += 1;
             }
         }
-        assert!(agent.try_wait().expect("wait").is_none(), "the agent exited early");
+        assert!(
+            agent.try_wait().expect("wait").is_none(),
+            "the agent exited early"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: plain kill(2) on our child.
@@ -50,5 +60,8 @@ fn no_endpoint_means_no_connection_to_4317_or_4318() {
     let log = text(&out.stderr);
     assert_eq!(connections, 0, "the agent connected to an OTLP port");
     assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
-    assert!(!log.to_lowercase().contains("export"), "export chatter without an endpoint: {log}");
+    assert!(
+        !log.to_lowercase().contains("export"),
+        "export chatter without an endpoint: {log}"
+    );
 }

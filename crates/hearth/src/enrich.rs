@@ -14,6 +14,42 @@ pub struct Enricher<'a> {
     pub config: &'a AttributeConfig,
     pub node_name: Option<&'a str>,
     pub host_name: Option<String>,
+    /// Added to every resource unless already set (`OTEL_RESOURCE_ATTRIBUTES`).
+    pub extra: &'a [(String, String)],
+}
+
+/// Parses `OTEL_RESOURCE_ATTRIBUTES`: `key=value,key2=value2`, values
+/// percent-encoded. Malformed entries are skipped and returned apart.
+pub fn parse_resource_attributes(text: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => match percent_decode(v.trim()) {
+                Some(v) => good.push((k.trim().to_string(), v)),
+                None => bad.push(entry.to_string()),
+            },
+            _ => bad.push(entry.to_string()),
+        }
+    }
+    (good, bad)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The host's name, as `uname -n` gives it.
@@ -58,7 +94,32 @@ impl Enricher<'_> {
             if let Some(host) = &self.host_name {
                 attrs.push(("host.name".into(), host.clone()));
             }
+            for (k, v) in self.extra {
+                if !attrs.iter().any(|(ak, _)| ak == k) {
+                    attrs.push((k.clone(), v.clone()));
+                }
+            }
             resource.attributes = attrs;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_attributes_from_env() {
+        let (good, bad) = parse_resource_attributes(
+            "deployment.environment=prod, k8s.cluster.name=eu%2C1,broken,=x,bad=%zz",
+        );
+        assert_eq!(
+            good,
+            vec![
+                ("deployment.environment".to_string(), "prod".to_string()),
+                ("k8s.cluster.name".to_string(), "eu,1".to_string())
+            ]
+        );
+        assert_eq!(bad, vec!["broken", "=x", "bad=%zz"]);
     }
 }

@@ -46,17 +46,22 @@ enum Commands {
 
 #[derive(Args)]
 struct AgentArgs {
-    /// Samples per second per CPU.
-    #[arg(short = 'F', long, value_name = "HZ", default_value_t = DEFAULT_FREQUENCY_HZ,
-          value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    frequency: u64,
-    /// Reporting interval in seconds (each window varies by ±10%).
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
-    interval: Duration,
-    /// Address for /metrics, /healthz and /readyz; "off" to disable.
-    /// Loopback by default: binding elsewhere exposes the agent's metrics.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
-    metrics_listen: String,
+    /// Configuration file (TOML, see docs); flags and OTEL_* variables
+    /// override what it says.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Samples per second per CPU [default: 19].
+    #[arg(short = 'F', long, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    frequency: Option<u64>,
+    /// Reporting interval in seconds, each window varying by ±10% [default: 5].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    interval: Option<Duration>,
+    /// Address for /metrics, /healthz and /readyz, or "off" [default:
+    /// 127.0.0.1:9464]. Binding beyond loopback exposes the agent's metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
     /// Bytes of user stack copied per sample, for DWARF unwinding.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(512..=65_528))]
     stack_bytes: u32,
@@ -109,6 +114,155 @@ struct RecordArgs {
     /// Command to start and record, with its children.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
+}
+
+/// OTLP export. Nothing is sent unless an endpoint is given here, in
+/// OTEL_EXPORTER_OTLP_(PROFILES_)ENDPOINT, or in the configuration file.
+#[derive(Args)]
+struct OtlpArgs {
+    /// Collector endpoint, e.g. http://collector:4317 (gRPC) or
+    /// http://collector:4318 (HTTP; /v1development/profiles is appended).
+    #[arg(long = "otlp-endpoint", value_name = "URL")]
+    endpoint: Option<String>,
+    /// grpc or http/protobuf [default: grpc].
+    #[arg(long = "otlp-protocol", value_name = "PROTOCOL")]
+    protocol: Option<String>,
+    /// Header sent with every export, KEY=VALUE (repeatable).
+    #[arg(long = "otlp-header", value_name = "KEY=VALUE")]
+    headers: Vec<String>,
+    /// gzip or none [default: as OTEL_EXPORTER_OTLP_COMPRESSION says, else none].
+    #[arg(long = "otlp-compression", value_name = "ALGORITHM")]
+    compression: Option<String>,
+    /// Per-attempt timeout in seconds [default: 10].
+    #[arg(long = "otlp-timeout", value_name = "SECONDS", value_parser = parse_seconds)]
+    timeout: Option<Duration>,
+    /// CA certificate (PEM) to verify the collector with.
+    #[arg(long = "otlp-ca-cert", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long = "otlp-client-cert", value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long = "otlp-client-key", value_name = "FILE")]
+    client_key: Option<PathBuf>,
+    /// Bound of the export queue in MiB; the oldest requests are dropped
+    /// beyond it [default: 64].
+    #[arg(long = "otlp-queue-mib", value_name = "MIB")]
+    queue_mib: Option<usize>,
+}
+
+fn parse_protocol(s: &str) -> Result<hearth_otlp::Protocol> {
+    match s.trim() {
+        "grpc" => Ok(hearth_otlp::Protocol::Grpc),
+        "http/protobuf" => Ok(hearth_otlp::Protocol::HttpProtobuf),
+        other => anyhow::bail!("unknown OTLP protocol {other:?}: use grpc or http/protobuf"),
+    }
+}
+
+fn parse_compression(s: &str) -> Result<hearth_otlp::Compression> {
+    match s.trim() {
+        "gzip" => Ok(hearth_otlp::Compression::Gzip),
+        "none" => Ok(hearth_otlp::Compression::None),
+        other => anyhow::bail!("unknown OTLP compression {other:?}: use gzip or none"),
+    }
+}
+
+/// The exporter configuration: flags over OTEL_* variables over the file.
+fn otlp_config(
+    args: &OtlpArgs,
+    file: &hearth::agent::config_file::OtlpSection,
+) -> Result<Option<hearth_otlp::ExporterConfig>> {
+    use hearth_otlp::{EnvConfig, ExporterConfig, Protocol};
+    let env = ExporterConfig::from_env(|k| std::env::var(k).ok())
+        .context("OTEL_EXPORTER_OTLP_* variables")?;
+    let mut config = match env {
+        EnvConfig::SdkDisabled => {
+            tracing::info!("OTEL_SDK_DISABLED=true: not exporting");
+            return Ok(None);
+        }
+        EnvConfig::Export(c) => Some(c),
+        EnvConfig::NoEndpoint => None,
+    };
+    let endpoint_for = |endpoint: &str, protocol: Protocol| match protocol {
+        Protocol::HttpProtobuf
+            if !endpoint
+                .trim_end_matches('/')
+                .ends_with("/v1development/profiles") =>
+        {
+            hearth_otlp::http_signal_url(endpoint)
+        }
+        _ => endpoint.to_string(),
+    };
+    if config.is_none() {
+        if let Some(endpoint) = &file.endpoint {
+            let protocol = file
+                .protocol
+                .as_deref()
+                .map(parse_protocol)
+                .transpose()?
+                .unwrap_or(Protocol::Grpc);
+            let mut c = ExporterConfig::new(protocol, endpoint_for(endpoint, protocol));
+            c.headers = file
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if let Some(x) = &file.compression {
+                c.compression = parse_compression(x)?;
+            }
+            if let Some(t) = file.timeout_seconds.filter(|t| *t > 0.0) {
+                c.timeout = Duration::from_secs_f64(t);
+            }
+            c.tls.ca_cert = file.ca_cert.clone();
+            c.tls.client_cert = file.client_cert.clone();
+            c.tls.client_key = file.client_key.clone();
+            if let Some(q) = file.queue_mib {
+                c.queue_bytes = q << 20;
+            }
+            config = Some(c);
+        }
+    }
+    if let Some(endpoint) = &args.endpoint {
+        let protocol = match &args.protocol {
+            Some(p) => parse_protocol(p)?,
+            None => config
+                .as_ref()
+                .map(|c| c.protocol)
+                .unwrap_or(Protocol::Grpc),
+        };
+        let c = config.get_or_insert_with(|| ExporterConfig::new(protocol, endpoint.as_str()));
+        c.protocol = protocol;
+        c.endpoint = endpoint_for(endpoint, protocol);
+    }
+    let Some(mut c) = config else {
+        return Ok(None);
+    };
+    for h in &args.headers {
+        let (k, v) = h
+            .split_once('=')
+            .with_context(|| format!("--otlp-header {h:?} is not KEY=VALUE"))?;
+        c.headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    if let Some(x) = &args.compression {
+        c.compression = parse_compression(x)?;
+    }
+    if let Some(t) = args.timeout {
+        c.timeout = t;
+    }
+    if args.ca_cert.is_some() {
+        c.tls.ca_cert = args.ca_cert.clone();
+    }
+    if args.client_cert.is_some() {
+        c.tls.client_cert = args.client_cert.clone();
+    }
+    if args.client_key.is_some() {
+        c.tls.client_key = args.client_key.clone();
+    }
+    if let Some(q) = args.queue_mib {
+        anyhow::ensure!(q > 0, "--otlp-queue-mib must be at least 1");
+        c.queue_bytes = q << 20;
+    }
+    Ok(Some(c))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -188,8 +342,10 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -269,23 +425,74 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
 }
 
 fn run_agent(args: AgentArgs) -> Result<ExitCode> {
-    let metrics_listen = match args.metrics_listen.as_str() {
-        "off" | "" => None,
-        addr => Some(addr.parse().with_context(|| {
-            format!("--metrics-listen {addr:?} is not an address like 127.0.0.1:9464")
-        })?),
+    let file = match &args.config {
+        Some(path) => hearth::agent::config_file::FileConfig::load(path)?,
+        None => hearth::agent::config_file::FileConfig::default(),
     };
+    let metrics_listen = match args
+        .metrics_listen
+        .clone()
+        .or(file.metrics_listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:9464".into())
+        .as_str()
+    {
+        "off" | "" => None,
+        addr => Some(
+            addr.parse()
+                .with_context(|| format!("metrics address {addr:?} is not like 127.0.0.1:9464"))?,
+        ),
+    };
+    // Kubernetes settings: flags, else the file.
+    let mut kubernetes = args.kubernetes;
+    let k = &file.kubernetes;
+    if kubernetes.node_name.is_none() {
+        kubernetes.node_name = k.node_name.clone();
+    }
+    if kubernetes.kubeconfig.is_none() {
+        kubernetes.kubeconfig = k.kubeconfig.clone();
+    }
+    if kubernetes.labels.is_empty() {
+        kubernetes.labels = k.labels.clone();
+    }
+    if kubernetes.annotations.is_empty() {
+        kubernetes.annotations = k.annotations.clone();
+    }
+    kubernetes.well_known_labels |= k.well_known_labels.unwrap_or(false);
+    if let Some(g) = k.delete_grace_seconds.filter(|g| *g >= 0.0) {
+        if kubernetes.delete_grace == Duration::from_secs(120) {
+            kubernetes.delete_grace = Duration::from_secs_f64(g);
+        }
+    }
+    let otlp = otlp_config(&args.otlp, &file.otlp)?;
+    let (extra_resource_attributes, bad) = hearth::enrich::parse_resource_attributes(
+        &std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default(),
+    );
+    if !bad.is_empty() {
+        tracing::warn!("ignoring malformed OTEL_RESOURCE_ATTRIBUTES entries: {bad:?}");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
+    let interval = args
+        .interval
+        .or(file
+            .interval_seconds
+            .filter(|s| *s > 0.0)
+            .map(Duration::from_secs_f64))
+        .unwrap_or(Duration::from_secs(5));
     let opts = hearth::agent::AgentOptions {
-        frequency_hz: args.frequency,
-        interval: args.interval,
+        frequency_hz: args
+            .frequency
+            .or(file.frequency)
+            .unwrap_or(DEFAULT_FREQUENCY_HZ),
+        interval,
         user_stack_bytes: args.stack_bytes,
         ring_bytes_per_cpu: (args.ring_kib as usize) * 1024,
         metrics_listen,
-        kubernetes: args.kubernetes.options()?,
+        kubernetes: kubernetes.options()?,
+        otlp,
+        extra_resource_attributes,
         ..Default::default()
     };
     let sinks: Vec<Box<dyn hearth::agent::ReportSink>> = Vec::new();

@@ -362,6 +362,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
             .unwrap_or(&default_attributes),
         node_name: opts.kubernetes.as_ref().map(|k| k.node_name.as_str()),
         host_name: host_name(),
+        extra: &[],
     }
     .enrich(&mut report);
     Ok(Recording {

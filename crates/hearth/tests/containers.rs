@@ -6,8 +6,8 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -15,59 +15,6 @@ use prost::Message;
 
 const V2_ROOT: &str = "/sys/fs/cgroup/unified";
 const V1_ROOT: &str = "/sys/fs/cgroup/pids";
-
-/// Creates a cgroup path, moves a process into it, and undoes both on drop.
-struct CgroupPlacement {
-    root: PathBuf,
-    created: Vec<PathBuf>,
-    child: Child,
-}
-
-impl CgroupPlacement {
-    fn new(root: &str, relative: &str, workload: &Path) -> CgroupPlacement {
-        let root = PathBuf::from(root);
-        let mut created = Vec::new();
-        let mut dir = root.clone();
-        for part in relative.split('/').filter(|p| !p.is_empty()) {
-            dir.push(part);
-            if !dir.exists() {
-                std::fs::create_dir(&dir)
-                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-                created.push(dir.clone());
-            }
-        }
-        let child = Command::new(workload)
-            .arg("8")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start workload");
-        let placement = CgroupPlacement {
-            root,
-            created,
-            child,
-        };
-        std::fs::write(dir.join("cgroup.procs"), placement.child.id().to_string())
-            .unwrap_or_else(|e| panic!("move into {}: {e}", dir.display()));
-        placement
-    }
-}
-
-impl Drop for CgroupPlacement {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for dir in self.created.iter().rev() {
-            // The process is gone; removal can race its exit briefly.
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = &self.root;
-    }
-}
 
 fn labels_by_process(pprof_gz: &Path) -> Vec<(String, Vec<(String, String)>)> {
     let mut bytes = Vec::new();

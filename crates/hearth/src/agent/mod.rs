@@ -10,7 +10,9 @@
 //! * a small server ([`server`]) answers `/metrics`, `/healthz` and
 //!   `/readyz`, on loopback unless told otherwise.
 
+pub mod config_file;
 pub mod metrics;
+pub mod otlp_sink;
 pub mod reporter;
 pub mod sampling;
 pub mod server;
@@ -45,6 +47,10 @@ pub struct AgentOptions {
     pub kubernetes: Option<KubernetesOptions>,
     /// Longest wait for the last window to be sent on shutdown.
     pub shutdown_deadline: Duration,
+    /// Export to an OTLP collector; `None`: no connection is ever opened.
+    pub otlp: Option<hearth_otlp::ExporterConfig>,
+    /// Attributes added to every resource (`OTEL_RESOURCE_ATTRIBUTES`).
+    pub extra_resource_attributes: Vec<(String, String)>,
 }
 
 impl Default for AgentOptions {
@@ -58,6 +64,8 @@ impl Default for AgentOptions {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             kubernetes: None,
             shutdown_deadline: Duration::from_secs(10),
+            otlp: None,
+            extra_resource_attributes: Vec::new(),
         }
     }
 }
@@ -66,7 +74,7 @@ impl Default for AgentOptions {
 /// and returns.
 pub fn run(
     opts: AgentOptions,
-    sinks: Vec<Box<dyn ReportSink>>,
+    mut sinks: Vec<Box<dyn ReportSink>>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let metrics = Arc::new(metrics::AgentMetrics::new());
@@ -82,6 +90,11 @@ pub fn run(
             .with_context(|| format!("listening for /metrics on {addr}"))?;
         tracing::info!("metrics and health on http://{addr}/metrics");
         runtime.spawn(server::serve(listener, metrics.clone()));
+    }
+    if let Some(config) = opts.otlp.clone() {
+        let sink = otlp_sink::OtlpSink::start(config, runtime.handle(), &metrics)
+            .context("configuring the OTLP exporter")?;
+        sinks.push(Box::new(sink));
     }
     let watch = match &opts.kubernetes {
         Some(k) => {
@@ -119,6 +132,11 @@ pub fn run(
         tracing::error!("the reporter thread panicked");
     }
     stop.store(true, Ordering::Relaxed);
+    tracing::info!(
+        samples_reported = metrics.samples_reported.get(),
+        windows = metrics.windows.get(),
+        "agent stopping"
+    );
     drop(watch);
     runtime.shutdown_timeout(Duration::from_secs(1));
     sampling_result

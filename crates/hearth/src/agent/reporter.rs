@@ -23,7 +23,12 @@ pub fn run(
     // Symbol caches live as long as the agent: each address is resolved once.
     let mut symbolizer = Symbolizer::new();
     let default_attributes = AttributeConfig::default();
-    let host = host_name();
+    // In a pod the UTS name is the pod's; the node name is the host's.
+    let host = opts
+        .kubernetes
+        .as_ref()
+        .map(|k| k.node_name.clone())
+        .or_else(host_name);
     for window in windows {
         let started = Instant::now();
         let mut report = symbolizer.report(
@@ -43,6 +48,7 @@ pub fn run(
                 .unwrap_or(&default_attributes),
             node_name: opts.kubernetes.as_ref().map(|k| k.node_name.as_str()),
             host_name: host.clone(),
+            extra: &opts.extra_resource_attributes,
         }
         .enrich(&mut report);
         for sink in &mut sinks {

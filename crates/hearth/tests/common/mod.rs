@@ -5,8 +5,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 /// Set (to anything but "0") to turn every SKIP into a failure. CI sets it.
 pub const REQUIRE_ENV: &str = "HEARTH_REQUIRE_PRIVILEGED";
@@ -143,4 +144,57 @@ pub fn truth(stdout: &str) -> (f64, f64) {
             .unwrap_or_else(|| panic!("no {key} in {line:?}"))
     };
     (value("leaf_seventy="), value("leaf_thirty="))
+}
+
+/// Creates a cgroup path, moves a process into it, and undoes both on drop.
+pub struct CgroupPlacement {
+    root: PathBuf,
+    created: Vec<PathBuf>,
+    child: Child,
+}
+
+impl CgroupPlacement {
+    pub fn new(root: &str, relative: &str, workload: &Path) -> CgroupPlacement {
+        let root = PathBuf::from(root);
+        let mut created = Vec::new();
+        let mut dir = root.clone();
+        for part in relative.split('/').filter(|p| !p.is_empty()) {
+            dir.push(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)
+                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                created.push(dir.clone());
+            }
+        }
+        let child = Command::new(workload)
+            .arg("8")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start workload");
+        let placement = CgroupPlacement {
+            root,
+            created,
+            child,
+        };
+        std::fs::write(dir.join("cgroup.procs"), placement.child.id().to_string())
+            .unwrap_or_else(|e| panic!("move into {}: {e}", dir.display()));
+        placement
+    }
+}
+
+impl Drop for CgroupPlacement {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for dir in self.created.iter().rev() {
+            // The process is gone; removal can race its exit briefly.
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = &self.root;
+    }
 }

@@ -1,0 +1,270 @@
+//! The agent end to end: real sampling of workloads in real container
+//! cgroups, exported to a receiver built from the official protos (Python
+//! `opentelemetry-proto` + `grpcio`), which decodes every request and
+//! checks the protocol's invariants on its own.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn python() -> Option<PathBuf> {
+    let p = repo_root().join(".venv-tests/bin/python");
+    p.exists().then_some(p)
+}
+
+fn require_python(test: &str) -> Option<PathBuf> {
+    let p = python();
+    if p.is_none() {
+        let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+        assert!(
+            !required,
+            "{test}: .venv-tests is missing (run scripts/setup-tests.sh)"
+        );
+        eprintln!("SKIP {test}: .venv-tests is missing (run scripts/setup-tests.sh)");
+    }
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Receiver {
+    child: Child,
+    /// The receiver exits when its stdin closes: held open for its life.
+    _stdin: std::process::ChildStdin,
+    out: PathBuf,
+    grpc: u16,
+    http: u16,
+}
+
+impl Receiver {
+    fn start(python: &Path, dir: &TempDir) -> Receiver {
+        let (grpc, http) = (free_port(), free_port());
+        let (out, ready, control) = (
+            dir.path("received.jsonl"),
+            dir.path("ready"),
+            dir.path("control.json"),
+        );
+        let mut child = Command::new(python)
+            .arg(repo_root().join("tests/otlp/receiver.py"))
+            .args([
+                "--grpc-port",
+                &grpc.to_string(),
+                "--http-port",
+                &http.to_string(),
+            ])
+            .arg("--control")
+            .arg(&control)
+            .arg("--out")
+            .arg(&out)
+            .arg("--ready")
+            .arg(&ready)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start receiver");
+        let stdin = child.stdin.take().expect("receiver stdin");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "receiver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Receiver {
+            child,
+            _stdin: stdin,
+            out,
+            grpc,
+            http,
+        }
+    }
+
+    fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("receiver output line"))
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ID_A: &str = "c0ffee0000000000000000000000000000000000000000000000000000000a11";
+const UID_A: &str = "5a7e1d2c-3b4a-4c5d-8e6f-708192a3b4c5";
+
+fn run_agent(endpoint: &str, protocol: &str, seconds: u64) -> (String, u64) {
+    let agent = Command::new(hearth())
+        .args([
+            "agent",
+            "-F",
+            "99",
+            "--interval",
+            "1",
+            "--metrics-listen",
+            "off",
+        ])
+        .args([
+            "--otlp-endpoint",
+            endpoint,
+            "--otlp-protocol",
+            protocol,
+            "--otlp-header",
+            "x-hearth-test=yes",
+        ])
+        .env("RUST_LOG", "hearth=info")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agent");
+    std::thread::sleep(Duration::from_secs(seconds));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let out = agent.wait_with_output().expect("agent output");
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "agent exit {:?}: {log}", out.status);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    let reported: u64 = log
+        .lines()
+        .filter(|l| l.contains("agent stopping"))
+        .find_map(|l| {
+            let rest = l.split("samples_reported=").nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no final counts in the agent log: {log}"));
+    (log, reported)
+}
+
+fn check_export(transport: &str) {
+    let test = format!("agent_exports_over_{transport}");
+    if !require_root_perf(&test) {
+        return;
+    }
+    let Some(python) = require_python(&test) else {
+        return;
+    };
+    if !Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        assert!(
+            std::env::var(REQUIRE_ENV).is_err(),
+            "no cgroup v2 hierarchy"
+        );
+        eprintln!("SKIP {test}: no cgroup v2 hierarchy");
+        return;
+    }
+    let dir = TempDir::new(&format!("otlp-{transport}"));
+    let receiver = Receiver::start(&python, &dir);
+    // One busy workload in a container (systemd driver, containerd), one
+    // on the host.
+    let in_container = dir.path("split_in_pod");
+    std::fs::copy(workload("split_c"), &in_container).expect("copy");
+    let path = format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID_A}.scope",
+        UID_A.replace('-', "_")
+    );
+    let _placed = CgroupPlacement::new("/sys/fs/cgroup/unified", &path, &in_container);
+    let mut host = Command::new(workload("split_c"))
+        .arg("8")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("host workload");
+
+    let (endpoint, protocol) = match transport {
+        "grpc" => (format!("http://127.0.0.1:{}", receiver.grpc), "grpc"),
+        _ => (
+            format!("http://127.0.0.1:{}", receiver.http),
+            "http/protobuf",
+        ),
+    };
+    let (log, reported) = run_agent(&endpoint, protocol, 6);
+    let _ = host.kill();
+    let _ = host.wait();
+
+    let requests = receiver.requests();
+    assert!(requests.len() >= 3, "{} requests: {log}", requests.len());
+    let mut received = 0u64;
+    let mut saw_container = false;
+    let mut saw_host = false;
+    for r in &requests {
+        assert_eq!(r["transport"], transport, "{r}");
+        assert_eq!(r["accepted"], true);
+        let summary = &r["summary"];
+        assert_eq!(
+            summary["ok"], true,
+            "receiver found protocol errors: {}",
+            summary["errors"]
+        );
+        let headers = r["headers"].to_string();
+        assert!(
+            headers.contains("x-hearth-test"),
+            "custom header missing: {headers}"
+        );
+        let mut ids = Vec::new();
+        for res in summary["resources"].as_array().expect("resources") {
+            received += res["samples"].as_u64().expect("samples");
+            let attrs = &res["attributes"];
+            assert_eq!(attrs["deployment.environment"], "test");
+            assert!(attrs["host.name"].is_string(), "{attrs}");
+            match attrs["container.id"].as_str() {
+                Some(id) => {
+                    ids.push(id.to_string());
+                    if id == ID_A {
+                        saw_container = true;
+                        assert_eq!(attrs["container.runtime.name"], "containerd");
+                        assert_eq!(attrs["k8s.pod.uid"], UID_A);
+                    }
+                }
+                None => saw_host = true,
+            }
+        }
+        let before = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(before, ids.len(), "one ResourceProfiles per container");
+    }
+    eprintln!(
+        "{transport}: {} requests, {received} samples received, {reported} reported",
+        requests.len()
+    );
+    assert!(
+        saw_container && saw_host,
+        "container resource {saw_container}, host resource {saw_host}"
+    );
+    assert_eq!(
+        received, reported,
+        "samples received differ from samples recorded"
+    );
+}
+
+#[test]
+fn agent_exports_over_grpc() {
+    check_export("grpc");
+}
+
+#[test]
+fn agent_exports_over_http() {
+    check_export("http");
+}

@@ -287,19 +287,31 @@ impl BinaryCache {
         }
         let mut last_err = None;
         let mut result = None;
-        for candidate in candidates {
+        for (i, candidate) in candidates.iter().enumerate() {
+            // The last candidate is the bare path as this host sees it. A
+            // process in another mount namespace may mean another file by
+            // it (the agent's own libc for a host process's libc): accept
+            // it only if it is the very inode the kernel reported. The
+            // process's own views before it are trusted even when the
+            // inode differs (overlay file systems report their own).
+            let host_view = i + 1 == candidates.len() && i > 0;
+            if let BinaryKey::Inode { inode, .. } = key {
+                let same = std::fs::metadata(candidate)
+                    .map(|m| m.ino() == *inode)
+                    .unwrap_or(false);
+                if host_view && !same {
+                    last_err = Some(LoadError::Open {
+                        path: candidate.clone(),
+                        source: io::Error::other("not the mapped file (different inode)"),
+                    });
+                    continue;
+                }
+                if !same {
+                    self.stats.inode_mismatch += 1;
+                }
+            }
             match Binary::open(path.clone(), candidate) {
                 Ok(b) => {
-                    if let BinaryKey::Inode { inode, .. } = key {
-                        let same = std::fs::metadata(candidate)
-                            .map(|m| m.ino() == *inode)
-                            .unwrap_or(false);
-                        if !same {
-                            // Overlay file systems report another inode;
-                            // keep the file, but count it.
-                            self.stats.inode_mismatch += 1;
-                        }
-                    }
                     result = Some(Arc::new(b));
                     break;
                 }
@@ -434,6 +446,28 @@ mod tests {
         assert!(v.sections.eh_frame.is_some() || v.sections.eh_frame_hdr.is_some());
         assert!(v.segments.iter().any(|s| s.executable));
         assert!(std::fs::metadata(v.fd_path()).is_ok());
+    }
+
+    #[test]
+    fn host_path_with_another_inode_is_not_used() {
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap().to_string();
+        let mut cache = BinaryCache::new();
+        let key = BinaryKey::Inode {
+            major: 0,
+            minor: 0,
+            inode: 1,
+        };
+        let candidates = vec!["/nonexistent/map_files/1-2".to_string(), exe.clone()];
+        assert!(cache.get(&key, &exe.as_str().into(), &candidates).is_err());
+        // The right inode is accepted.
+        let ino = std::fs::metadata(&exe).unwrap().ino();
+        let key = BinaryKey::Inode {
+            major: 0,
+            minor: 0,
+            inode: ino,
+        };
+        assert!(cache.get(&key, &exe.as_str().into(), &candidates).is_ok());
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub struct Mapping {
 impl Mapping {
     /// File offset of runtime address `addr` inside this mapping.
     pub fn file_offset(&self, addr: u64) -> u64 {
-        addr - self.start + self.pgoff
+        // Records are outside input: a hostile pgoff must not overflow.
+        addr.wrapping_sub(self.start).wrapping_add(self.pgoff)
     }
 }
 
@@ -241,7 +242,8 @@ impl ProcessTable {
             } else {
                 BinaryKey::Path(path.clone())
             };
-            let candidates = self.candidate_paths(m.pid, m.start, m.start + m.len, m.path);
+            let candidates =
+                self.candidate_paths(m.pid, m.start, m.start.saturating_add(m.len), m.path);
             self.binaries.get(&key, &path, &candidates).ok()
         } else if m.path == "[vdso]" {
             self.binaries.vdso()

@@ -203,10 +203,12 @@ impl Converter {
             }
             Record::Exit(e) => self.table.exit(e.pid, e.tid, e.time),
             Record::Lost(l) => {
-                self.stats.lost_records += l.lost;
-                self.agg.lost_samples += l.lost;
+                self.stats.lost_records = self.stats.lost_records.saturating_add(l.lost);
+                self.agg.lost_samples = self.agg.lost_samples.saturating_add(l.lost);
             }
-            Record::LostSamples(l) => self.agg.lost_samples += l.lost,
+            Record::LostSamples(l) => {
+                self.agg.lost_samples = self.agg.lost_samples.saturating_add(l.lost)
+            }
             Record::Other(_) => {}
         }
         // Exited processes are forgotten a grace period after their exit.

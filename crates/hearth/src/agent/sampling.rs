@@ -80,8 +80,8 @@ pub fn run(
         metrics.heartbeat();
         let stats = converter.stats;
         metrics.add_samples(
-            stats.samples - last_stats.samples,
-            stats.lost_records - last_stats.lost_records,
+            stats.samples.saturating_sub(last_stats.samples),
+            stats.lost_records.saturating_sub(last_stats.lost_records),
         );
         last_stats = stats;
         if stopping || window_start.elapsed() >= window_len {

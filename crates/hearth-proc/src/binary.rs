@@ -335,6 +335,19 @@ impl BinaryCache {
         entry
     }
 
+    /// Closes binaries that only this cache still holds, and forgets
+    /// failures so that they are tried again. Returns how many were dropped.
+    pub fn evict_unused(&mut self) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|key, entry| match entry {
+            // The vDSO is shared by everything and cheap: keep it.
+            _ if matches!(key, BinaryKey::Path(p) if &**p == "[vdso]") => true,
+            Ok(b) => Arc::strong_count(b) > 1,
+            Err(_) => false,
+        });
+        before - self.entries.len()
+    }
+
     /// The vDSO image (see [`Binary::vdso`]), loaded on first use.
     pub fn vdso(&mut self) -> Option<Arc<Binary>> {
         let key = BinaryKey::Path("[vdso]".into());
@@ -468,6 +481,34 @@ mod tests {
             inode: ino,
         };
         assert!(cache.get(&key, &exe.as_str().into(), &candidates).is_ok());
+    }
+
+    #[test]
+    fn unused_binaries_are_evicted_and_used_ones_kept() {
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap().to_string();
+        let mut cache = BinaryCache::new();
+        let one = std::slice::from_ref(&exe);
+        let held = cache
+            .get(&BinaryKey::Path("a".into()), &exe.as_str().into(), one)
+            .unwrap();
+        let _ = cache
+            .get(&BinaryKey::Path("b".into()), &exe.as_str().into(), one)
+            .unwrap();
+        let _ = cache.get(
+            &BinaryKey::Path("c".into()),
+            &exe.as_str().into(),
+            &["/nonexistent".to_string()],
+        );
+        assert_eq!(cache.len(), 3);
+        assert_eq!(
+            cache.evict_unused(),
+            2,
+            "the unused binary and the failure go"
+        );
+        assert_eq!(cache.len(), 1);
+        drop(held);
+        assert_eq!(cache.evict_unused(), 1);
     }
 
     #[test]

@@ -24,6 +24,17 @@ pub struct SampleKey {
     pub stack: StackId,
 }
 
+/// Values kept alive as long as an aggregate is: the opened binaries its
+/// frames refer to, so that their files stay open until symbolized.
+#[derive(Clone, Default)]
+pub struct KeepAlive(pub Vec<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeepAlive({} values)", self.0.len())
+    }
+}
+
 /// Samples of one aggregation window, with the tables their frames refer to.
 #[derive(Debug, Clone, Default)]
 pub struct Aggregate {
@@ -37,6 +48,7 @@ pub struct Aggregate {
     pub lost_samples: u64,
     /// Samples whose user stack could not be unwound past the first frame.
     pub truncated_stacks: u64,
+    pub keep_alive: KeepAlive,
 }
 
 impl Aggregate {

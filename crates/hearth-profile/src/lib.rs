@@ -16,7 +16,7 @@ pub mod frame;
 pub mod report;
 pub mod stack;
 
-pub use aggregate::{Aggregate, SampleKey, ThreadInfo};
+pub use aggregate::{Aggregate, KeepAlive, SampleKey, ThreadInfo};
 pub use frame::{BinaryId, BinaryInfo, ContainerKey, RawFrame};
 pub use report::{Function, GroupBy, Line, Location, Mapping, Report, ReportSample, Resource};
 pub use stack::{StackId, StackTable};

@@ -46,12 +46,24 @@ pub struct SymbolizeStats {
     pub resolved: u64,
     pub unresolved: u64,
     pub cache_hits: u64,
+    /// Times the caches were emptied to stay within their limits.
+    pub resets: u64,
 }
+
+/// Most cached addresses before the caches are emptied (a long-running
+/// agent on a machine that keeps running new binaries must not grow).
+pub const DEFAULT_CACHE_LIMIT: usize = 250_000;
+/// Distinct binaries parsed before the parsed files are let go.
+pub const DEFAULT_FILE_LIMIT: usize = 512;
 
 pub struct Symbolizer {
     blaze: Blaze,
     user_cache: HashMap<(FileKey, u64), Arc<[SymbolLine]>>,
     kernel_cache: HashMap<u64, Arc<[SymbolLine]>>,
+    /// Binaries parsed since the last reset of `blaze`.
+    files: std::collections::HashSet<FileKey>,
+    pub cache_limit: usize,
+    pub file_limit: usize,
     pub stats: SymbolizeStats,
 }
 
@@ -105,17 +117,44 @@ fn placeholder(name: String) -> Arc<[SymbolLine]> {
     }])
 }
 
+fn new_blaze() -> Blaze {
+    Blaze::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
+}
+
 impl Symbolizer {
     pub fn new() -> Self {
         Symbolizer {
-            blaze: Blaze::builder()
-                .enable_code_info(true)
-                .enable_inlined_fns(true)
-                .enable_demangling(true)
-                .build(),
+            blaze: new_blaze(),
             user_cache: HashMap::new(),
             kernel_cache: HashMap::new(),
+            files: std::collections::HashSet::new(),
+            cache_limit: DEFAULT_CACHE_LIMIT,
+            file_limit: DEFAULT_FILE_LIMIT,
             stats: SymbolizeStats::default(),
+        }
+    }
+
+    /// Cached addresses (user and kernel).
+    pub fn cached(&self) -> usize {
+        self.user_cache.len() + self.kernel_cache.len()
+    }
+
+    /// Keeps memory bounded between reports: parsed files and cached
+    /// addresses are let go once past their limits, and rebuilt on demand.
+    fn enforce_limits(&mut self) {
+        if self.files.len() > self.file_limit {
+            self.blaze = new_blaze();
+            self.files.clear();
+            self.stats.resets += 1;
+        }
+        if self.cached() > self.cache_limit {
+            self.user_cache.clear();
+            self.kernel_cache.clear();
+            self.stats.resets += 1;
         }
     }
 
@@ -131,6 +170,7 @@ impl Symbolizer {
         if todo.is_empty() {
             return;
         }
+        self.files.insert(key.clone());
         let path = info.open_path.as_deref().unwrap_or(&info.path);
         let lookup = |debug_syms: bool| {
             let mut elf = Elf::new(path);
@@ -216,6 +256,7 @@ impl Symbolizer {
 
     /// Symbolizes every frame of `agg` and builds the report.
     pub fn report(&mut self, agg: &Aggregate, rec: RecordingInfo) -> Report {
+        self.enforce_limits();
         // Unique frames, grouped by where they are resolved.
         let mut user: HashMap<BinaryId, BTreeSet<u64>> = HashMap::new();
         let mut kernel: BTreeSet<u64> = BTreeSet::new();

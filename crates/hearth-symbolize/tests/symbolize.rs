@@ -154,3 +154,30 @@ fn kernel_addresses_resolve_through_kallsyms() {
     );
     assert!(report.locations[0].kernel);
 }
+
+#[test]
+fn caches_stay_within_their_limits() {
+    let mut agg = Aggregate::new();
+    let id = agg.binary(BinaryInfo {
+        path: "/no/such/lib.so".into(),
+        open_path: None,
+        build_id: None,
+    });
+    let frames: Vec<RawFrame> = (0..50)
+        .map(|i| RawFrame::User {
+            binary: id,
+            file_offset: i,
+        })
+        .collect();
+    agg.add(thread(), &frames, 1);
+    let mut sym = Symbolizer::new();
+    sym.cache_limit = 10;
+    let report = sym.report(&agg, RecordingInfo::default());
+    assert_eq!(report.samples[0].stack.len(), 50);
+    assert_eq!(sym.cached(), 50);
+    // The next report starts by letting the over-full cache go, and still
+    // resolves everything.
+    let again = sym.report(&agg, RecordingInfo::default());
+    assert_eq!(sym.stats.resets, 1);
+    assert_eq!(again.function_names_root_first(&again.samples[0]).len(), 50);
+}

@@ -222,6 +222,9 @@ impl Converter {
         }
         if self.last_time.saturating_sub(self.last_cgroup_refresh) > CGROUP_REFRESH_NS {
             self.last_cgroup_refresh = self.last_time;
+            // Binaries no process maps any more (and no pending window
+            // needs) are closed; failures are tried again.
+            self.table.binaries.evict_unused();
             for c in self.containers.values_mut() {
                 c.stale = true;
             }
@@ -300,6 +303,10 @@ impl Converter {
                             .binary_ids
                             .entry(Arc::as_ptr(b) as usize)
                             .or_insert_with(|| {
+                                // The file must stay open until this window
+                                // is symbolized, even if every process that
+                                // maps it exits and the table forgets it.
+                                self.agg.keep_alive.0.push(b.clone());
                                 self.agg.binary(BinaryInfo {
                                     path: b.path.clone(),
                                     open_path: Some(b.fd_path().into()),

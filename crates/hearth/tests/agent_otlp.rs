@@ -49,12 +49,16 @@ struct Receiver {
 
 impl Receiver {
     fn start(python: &Path, dir: &TempDir) -> Receiver {
-        let (grpc, http) = (free_port(), free_port());
+        Self::start_on(python, dir, free_port(), free_port(), "received.jsonl")
+    }
+
+    fn start_on(python: &Path, dir: &TempDir, grpc: u16, http: u16, out_name: &str) -> Receiver {
         let (out, ready, control) = (
-            dir.path("received.jsonl"),
-            dir.path("ready"),
+            dir.path(out_name),
+            dir.path(&format!("{out_name}.ready")),
             dir.path("control.json"),
         );
+        let _ = std::fs::remove_file(&ready);
         let mut child = Command::new(python)
             .arg(repo_root().join("tests/otlp/receiver.py"))
             .args([
@@ -267,4 +271,153 @@ fn agent_exports_over_grpc() {
 #[test]
 fn agent_exports_over_http() {
     check_export("http");
+}
+
+/// A metric's value from the agent's /metrics endpoint.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The collector disappears for five minutes and comes back: the agent
+/// logs one warning and at most one summary a minute, keeps its memory
+/// within the queue bound, and everything produced after the collector's
+/// return arrives.
+#[test]
+fn collector_gone_for_five_minutes_then_back() {
+    let test = "collector_gone_for_five_minutes_then_back";
+    if !require_root_perf(test) {
+        return;
+    }
+    let Some(python) = require_python(test) else {
+        return;
+    };
+    let dir = TempDir::new("outage");
+    let receiver = Receiver::start(&python, &dir);
+    let grpc = receiver.grpc;
+    let mut busy = Command::new(workload("split_c"))
+        .arg("400")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("workload");
+    let log_path = dir.path("agent.log");
+    let metrics_port = free_port();
+    let mut agent = Command::new(hearth())
+        .args([
+            "agent",
+            "-F",
+            "99",
+            "--interval",
+            "1",
+            "--otlp-queue-mib",
+            "1",
+        ])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--otlp-endpoint", &format!("http://127.0.0.1:{grpc}")])
+        .env("RUST_LOG", "hearth=info,hearth_otlp=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("start agent");
+    let pid = agent.id();
+    // Warm up: symbol caches filled, exports flowing.
+    std::thread::sleep(Duration::from_secs(20));
+    assert!(
+        !receiver.requests().is_empty(),
+        "nothing exported before the outage"
+    );
+    let baseline = rss_kib(pid);
+
+    drop(receiver);
+    let outage = Instant::now();
+    let mut peak = baseline;
+    let mut queue_peak = 0f64;
+    while outage.elapsed() < Duration::from_secs(300) {
+        peak = peak.max(rss_kib(pid));
+        if let Some(q) = metric(metrics_port, "hearth_export_queue_bytes") {
+            queue_peak = queue_peak.max(q);
+        }
+        assert!(
+            agent.try_wait().expect("wait").is_none(),
+            "agent exited during the outage"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let during = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let back = Receiver::start_on(&python, &dir, grpc, free_port(), "after.jsonl");
+    let returned = Instant::now();
+    std::thread::sleep(Duration::from_secs(20));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(agent.wait().expect("agent").success());
+    let _ = busy.kill();
+    let _ = busy.wait();
+
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let warns: Vec<&str> = during.lines().filter(|l| l.contains("WARN")).collect();
+    let first = warns
+        .iter()
+        .filter(|l| l.contains("export_failing"))
+        .count();
+    let summaries = warns.len() - first;
+    let recovered = log
+        .lines()
+        .filter(|l| l.contains("INFO") && l.contains("recovered"))
+        .count();
+    let after = back.requests();
+    let windows_after = after.len();
+    eprintln!(
+        "outage: {first} warning(s), {summaries} summaries in 5 min; export queue peak {queue_peak} bytes; \
+         RSS {baseline} KiB before, peak {peak} KiB; {windows_after} requests after the return, \
+         {recovered} recovery line(s)"
+    );
+    assert_eq!(first, 1, "{during}");
+    assert!(
+        summaries <= 5,
+        "{summaries} summaries in 5 minutes: {during}"
+    );
+    assert_eq!(recovered, 1, "{log}");
+    // The queue holds at most 1 MiB (plus the request in flight); allow
+    // The queue holds at most its 1 MiB bound, the request in flight apart.
+    assert!(
+        queue_peak > 0.0,
+        "the queue never filled: was the collector really gone?"
+    );
+    assert!(
+        queue_peak <= (1 << 20) as f64,
+        "export queue reached {queue_peak} bytes"
+    );
+    // Nothing else grows with the outage: symbol and binary caches are
+    // bounded, so the process stays near its size before it.
+    assert!(
+        peak <= baseline + 64 * 1024,
+        "RSS grew from {baseline} to {peak} KiB"
+    );
+    // One window a second after the return: all of them arrive (the
+    // first seconds go to reconnecting and draining the queue).
+    assert!(after.iter().all(|r| r["summary"]["ok"] == true));
+    assert!(
+        windows_after as u64 >= returned.elapsed().as_secs().saturating_sub(5),
+        "only {windows_after} requests in {:?} after the return",
+        returned.elapsed()
+    );
 }

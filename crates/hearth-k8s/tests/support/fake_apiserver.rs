@@ -144,9 +144,10 @@ impl IntoPodJson for String {
     }
 }
 
-/// Directory of the pod fixtures.
+/// Directory of the pod fixtures (this module is also used by other
+/// crates' tests, so the path goes through the workspace's crates folder).
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pods")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../hearth-k8s/tests/support/pods")
 }
 
 /// A fixture by name (`"deployment"` or `"deployment.json"`), parsed.

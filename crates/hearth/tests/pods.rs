@@ -5,7 +5,6 @@
 mod common;
 
 #[path = "../../hearth-k8s/tests/support/fake_apiserver.rs"]
-#[allow(dead_code)]
 mod fake_apiserver;
 
 use std::io::Read;

@@ -74,7 +74,10 @@ impl Inner {
                     .iter()
                     .find(|o| o.name == c.name && o.kind == c.kind)
                 {
-                    for id in &oc.ids {
+                    // Only the old version's current id: older ones are
+                    // long past, and a crash-looping container must not
+                    // grow the list with every restart.
+                    if let Some(id) = oc.ids.first() {
                         if !c.ids.contains(id) {
                             c.ids.push(id.clone());
                         }
@@ -299,6 +302,27 @@ mod tests {
         );
         assert!(s.by_container_id(&"b".repeat(64)).is_none());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn crash_looping_container_keeps_a_bounded_id_list() {
+        let s = PodStore::new();
+        let ids: Vec<RuntimeId> = ('a'..='z').map(id).collect();
+        for pair in ids.windows(2) {
+            // Each status reports the current id and the previous one.
+            s.apply(pod("u1", &[pair[1].clone(), pair[0].clone()]));
+        }
+        let r = s.by_container_id(&"z".repeat(64)).unwrap();
+        assert!(
+            r.pod.containers[0].ids.len() <= 3,
+            "{}",
+            r.pod.containers[0].ids.len()
+        );
+        assert!(s.by_container_id(&"y".repeat(64)).is_some());
+        assert!(
+            s.by_container_id(&"a".repeat(64)).is_none(),
+            "long-gone ids are dropped"
+        );
     }
 
     #[test]

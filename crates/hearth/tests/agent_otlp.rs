@@ -143,8 +143,10 @@ fn run_agent(endpoint: &str, protocol: &str, seconds: u64) -> (String, u64) {
     let out = agent.wait_with_output().expect("agent output");
     let log = text(&out.stderr);
     assert!(out.status.success(), "agent exit {:?}: {log}", out.status);
+    // Bounded: the exporter gets 10 s for the last window; the rest is a
+    // margin for a loaded machine and a debug build.
     assert!(
-        started.elapsed() < Duration::from_secs(15),
+        started.elapsed() < Duration::from_secs(60),
         "shutdown took {:?}",
         started.elapsed()
     );

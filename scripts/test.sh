@@ -15,4 +15,4 @@ cargo fmt --all -- --check
 echo "test: cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "test: cargo test"
-cargo test --workspace
+cargo test --workspace --no-fail-fast

@@ -188,6 +188,11 @@ impl ProcessTable {
                 }
             }
         }
+        // Generations only grow, so that unwinders never mistake the new
+        // mappings for the ones they were built from.
+        if let Some(old) = self.procs.get(&pid) {
+            p.generation = old.generation + 1;
+        }
         self.procs.insert(pid, p);
         self.stats.scanned += 1;
         self.stats.processes_seen += 1;

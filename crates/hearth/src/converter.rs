@@ -42,6 +42,8 @@ pub struct ConverterStats {
     /// Samples whose user stack ended before its outermost frame.
     pub truncated_user_stacks: u64,
     pub lost_records: u64,
+    /// Processes whose maps were re-read because a sample was unmapped.
+    pub rescans: u64,
 }
 
 /// The container of a process, and whether it must be read again.
@@ -70,6 +72,9 @@ pub struct Converter {
     last_reap: u64,
     containers: HashMap<u32, ContainerOf>,
     last_cgroup_refresh: u64,
+    /// Last time (kernel clock) each process's maps were re-read because a
+    /// sample fell outside every known mapping (records were lost).
+    rescanned: HashMap<u32, u64>,
 }
 
 impl Converter {
@@ -89,6 +94,7 @@ impl Converter {
             last_reap: 0,
             containers: HashMap::new(),
             last_cgroup_refresh: 0,
+            rescanned: HashMap::new(),
         }
     }
 
@@ -231,6 +237,30 @@ impl Converter {
         }
     }
 
+    /// An instruction pointer outside every known mapping means mmap
+    /// records were lost (ring buffer overrun) or came late: read the
+    /// process's maps again, at most once a second per process.
+    fn rescan_if_unmapped(&mut self, pid: u32, ip: u64, now: u64) {
+        let mapped = self
+            .table
+            .get(pid)
+            .is_some_and(|p| p.mapping_for(ip).is_some());
+        if mapped {
+            return;
+        }
+        let last = self.rescanned.get(&pid).copied();
+        if last.is_some_and(|t| now.saturating_sub(t) < 1_000_000_000) {
+            return;
+        }
+        self.rescanned.insert(pid, now);
+        if self.rescanned.len() > 4096 {
+            self.rescanned
+                .retain(|_, t| now.saturating_sub(*t) < 1_000_000_000);
+        }
+        self.stats.rescans += 1;
+        self.table.scan_pid(pid);
+    }
+
     fn handle_sample(&mut self, s: &SampleRecord<'_>) {
         self.stats.samples += 1;
         if s.pid == 0 {
@@ -278,6 +308,9 @@ impl Converter {
                 .and_then(|i| s.user_reg(i)),
         );
         self.addrs.clear();
+        if let Some(ip) = regs.0 {
+            self.rescan_if_unmapped(s.pid, ip, s.time);
+        }
         if let (Some(ip), Some(sp), Some(bp)) = regs {
             if let Some(process) = self.table.get(s.pid) {
                 let outcome = self.unwinder.unwind(

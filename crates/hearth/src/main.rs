@@ -99,9 +99,10 @@ struct RecordArgs {
     /// Bytes of user stack copied per sample, for DWARF unwinding.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(512..=65_528))]
     stack_bytes: u32,
-    /// Ring buffer per CPU, in KiB (a power of two is used).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=1_048_576))]
-    ring_kib: u64,
+    /// Ring buffer per CPU, in KiB (a power of two is used) [default: room
+    /// for about 250 ms of samples at the chosen frequency, at least 1 MiB].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(8..=1_048_576))]
+    ring_kib: Option<u64>,
     /// Group samples above the process by container or by pod: adds root
     /// frames to folded stacks and flame graphs, and labels to pprof.
     #[arg(long, value_enum, default_value_t = GroupArg::Process)]
@@ -326,6 +327,14 @@ impl KubernetesArgs {
     }
 }
 
+/// Room for about a quarter of a second of samples per CPU, so that a
+/// recorder briefly starved of CPU does not lose records; 1 to 16 MiB.
+fn default_ring_bytes(frequency_hz: u64, stack_bytes: u32) -> usize {
+    let per_sample = u64::from(stack_bytes) + 512;
+    let quarter_second = frequency_hz.saturating_mul(per_sample) / 4;
+    (quarter_second as usize).clamp(1 << 20, 16 << 20)
+}
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -374,7 +383,10 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         duration: args.duration,
         frequency_hz: args.frequency,
         user_stack_bytes: args.stack_bytes,
-        ring_bytes_per_cpu: (args.ring_kib as usize) * 1024,
+        ring_bytes_per_cpu: match args.ring_kib {
+            Some(kib) => (kib as usize) * 1024,
+            None => default_ring_bytes(args.frequency, args.stack_bytes),
+        },
         capture: args.capture,
         group_by: match args.group_by {
             GroupArg::Process => GroupBy::Process,

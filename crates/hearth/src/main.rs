@@ -60,6 +60,10 @@ struct AgentArgs {
     /// 127.0.0.1:9464]. Binding beyond loopback exposes the agent's metrics.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// On SIGTERM/SIGINT, how long the last windows may take to be sent
+    /// before the agent exits anyway (what is left is counted as dropped).
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    shutdown_timeout: Duration,
     #[command(flatten)]
     otlp: OtlpArgs,
     /// Bytes of user stack copied per sample, for DWARF unwinding.
@@ -169,75 +173,95 @@ fn parse_compression(s: &str) -> Result<hearth_otlp::Compression> {
 }
 
 /// The exporter configuration: flags over OTEL_* variables over the file.
+///
+/// An endpoint or protocol from a flag (or, without the variables, from the
+/// file) is fed to the standard variable parser as the per-signal variable,
+/// so that every other OTEL_EXPORTER_OTLP_* setting still applies to it.
 fn otlp_config(
     args: &OtlpArgs,
     file: &hearth::agent::config_file::OtlpSection,
 ) -> Result<Option<hearth_otlp::ExporterConfig>> {
     use hearth_otlp::{EnvConfig, ExporterConfig, Protocol};
-    let env = ExporterConfig::from_env(|k| std::env::var(k).ok())
-        .context("OTEL_EXPORTER_OTLP_* variables")?;
-    let mut config = match env {
+    let env_var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let env_has = |suffix: &str| {
+        env_var(&format!("OTEL_EXPORTER_OTLP_PROFILES_{suffix}")).is_some()
+            || env_var(&format!("OTEL_EXPORTER_OTLP_{suffix}")).is_some()
+    };
+    let protocol_override = args.protocol.clone().or_else(|| {
+        (!env_has("PROTOCOL"))
+            .then(|| file.protocol.clone())
+            .flatten()
+    });
+    if let Some(p) = &protocol_override {
+        parse_protocol(p)?;
+    }
+    let endpoint_override = args.endpoint.clone().or_else(|| {
+        (!env_has("ENDPOINT"))
+            .then(|| file.endpoint.clone())
+            .flatten()
+    });
+    let protocol_for_endpoint = match &protocol_override {
+        Some(p) => parse_protocol(p)?,
+        None => match env_var("OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL")
+            .or_else(|| env_var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        {
+            Some(p) => parse_protocol(&p)?,
+            None => Protocol::Grpc,
+        },
+    };
+    // The per-signal endpoint is used as is: give HTTP its full path.
+    let endpoint_override = endpoint_override.map(|e| match protocol_for_endpoint {
+        Protocol::HttpProtobuf if !e.trim_end_matches('/').ends_with("/v1development/profiles") => {
+            hearth_otlp::http_signal_url(&e)
+        }
+        _ => e,
+    });
+    let env = ExporterConfig::from_env(|k| match k {
+        "OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT" if endpoint_override.is_some() => {
+            endpoint_override.clone()
+        }
+        "OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL" if protocol_override.is_some() => {
+            protocol_override.clone()
+        }
+        _ => std::env::var(k).ok(),
+    })
+    .context("OTLP exporter settings (OTEL_EXPORTER_OTLP_* variables and --otlp-* flags)")?;
+    let mut c = match env {
         EnvConfig::SdkDisabled => {
             tracing::info!("OTEL_SDK_DISABLED=true: not exporting");
             return Ok(None);
         }
-        EnvConfig::Export(c) => Some(c),
-        EnvConfig::NoEndpoint => None,
+        EnvConfig::Export(c) => c,
+        EnvConfig::NoEndpoint => return Ok(None),
     };
-    let endpoint_for = |endpoint: &str, protocol: Protocol| match protocol {
-        Protocol::HttpProtobuf
-            if !endpoint
-                .trim_end_matches('/')
-                .ends_with("/v1development/profiles") =>
-        {
-            hearth_otlp::http_signal_url(endpoint)
-        }
-        _ => endpoint.to_string(),
-    };
-    if config.is_none() {
-        if let Some(endpoint) = &file.endpoint {
-            let protocol = file
-                .protocol
-                .as_deref()
-                .map(parse_protocol)
-                .transpose()?
-                .unwrap_or(Protocol::Grpc);
-            let mut c = ExporterConfig::new(protocol, endpoint_for(endpoint, protocol));
-            c.headers = file
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            if let Some(x) = &file.compression {
-                c.compression = parse_compression(x)?;
-            }
-            if let Some(t) = file.timeout_seconds.filter(|t| *t > 0.0) {
-                c.timeout = Duration::from_secs_f64(t);
-            }
-            c.tls.ca_cert = file.ca_cert.clone();
-            c.tls.client_cert = file.client_cert.clone();
-            c.tls.client_key = file.client_key.clone();
-            if let Some(q) = file.queue_mib {
-                c.queue_bytes = q << 20;
-            }
-            config = Some(c);
+    // The file fills in what the variables left unset.
+    if !env_has("HEADERS") {
+        c.headers
+            .extend(file.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    if !env_has("COMPRESSION") {
+        if let Some(x) = &file.compression {
+            c.compression = parse_compression(x)?;
         }
     }
-    if let Some(endpoint) = &args.endpoint {
-        let protocol = match &args.protocol {
-            Some(p) => parse_protocol(p)?,
-            None => config
-                .as_ref()
-                .map(|c| c.protocol)
-                .unwrap_or(Protocol::Grpc),
-        };
-        let c = config.get_or_insert_with(|| ExporterConfig::new(protocol, endpoint.as_str()));
-        c.protocol = protocol;
-        c.endpoint = endpoint_for(endpoint, protocol);
+    if !env_has("TIMEOUT") {
+        if let Some(t) = file.timeout_seconds.filter(|t| *t > 0.0) {
+            c.timeout = Duration::from_secs_f64(t);
+        }
     }
-    let Some(mut c) = config else {
-        return Ok(None);
-    };
+    if !env_has("CERTIFICATE") && file.ca_cert.is_some() {
+        c.tls.ca_cert = file.ca_cert.clone();
+    }
+    if !env_has("CLIENT_CERTIFICATE") && file.client_cert.is_some() {
+        c.tls.client_cert = file.client_cert.clone();
+    }
+    if !env_has("CLIENT_KEY") && file.client_key.is_some() {
+        c.tls.client_key = file.client_key.clone();
+    }
+    if let Some(q) = file.queue_mib.filter(|q| *q > 0) {
+        c.queue_bytes = q << 20;
+    }
+    // Flags last.
     for h in &args.headers {
         let (k, v) = h
             .split_once('=')
@@ -505,6 +529,7 @@ fn run_agent(args: AgentArgs) -> Result<ExitCode> {
         kubernetes: kubernetes.options()?,
         otlp,
         extra_resource_attributes,
+        shutdown_deadline: args.shutdown_timeout,
         ..Default::default()
     };
     let sinks: Vec<Box<dyn hearth::agent::ReportSink>> = Vec::new();

@@ -111,7 +111,7 @@ impl Drop for Receiver {
 const ID_A: &str = "c0ffee0000000000000000000000000000000000000000000000000000000a11";
 const UID_A: &str = "5a7e1d2c-3b4a-4c5d-8e6f-708192a3b4c5";
 
-fn run_agent(endpoint: &str, protocol: &str, seconds: u64) -> (String, u64) {
+fn run_agent(endpoint: &str, protocol: &str, receiver: &Receiver) -> (String, u64) {
     let agent = Command::new(hearth())
         .args([
             "agent",
@@ -130,23 +130,32 @@ fn run_agent(endpoint: &str, protocol: &str, seconds: u64) -> (String, u64) {
             "--otlp-header",
             "x-hearth-test=yes",
         ])
-        .env("RUST_LOG", "hearth=info")
+        .args(["--shutdown-timeout", "60"])
+        .env("RUST_LOG", "hearth=debug,hearth_otlp=info")
         .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start agent");
-    std::thread::sleep(Duration::from_secs(seconds));
+    // Let a few windows through (at least 6 s, at most 3 minutes).
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) || receiver.requests().len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "fewer than 3 exports in 3 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let started = Instant::now();
     let out = agent.wait_with_output().expect("agent output");
     let log = text(&out.stderr);
     assert!(out.status.success(), "agent exit {:?}: {log}", out.status);
-    // Bounded: the exporter gets 10 s for the last window; the rest is a
-    // margin for a loaded machine and a debug build.
+    // Bounded: the exporter gets 60 s (--shutdown-timeout) for the last
+    // windows; the rest is a margin for a loaded machine and a debug build.
     assert!(
-        started.elapsed() < Duration::from_secs(60),
+        started.elapsed() < Duration::from_secs(120),
         "shutdown took {:?}",
         started.elapsed()
     );
@@ -205,11 +214,34 @@ fn check_export(transport: &str) {
             "http/protobuf",
         ),
     };
-    let (log, reported) = run_agent(&endpoint, protocol, 6);
+    let (log, reported) = run_agent(&endpoint, protocol, &receiver);
     let _ = host.kill();
     let _ = host.wait();
 
+    // The receiver writes a request down after answering it: wait until
+    // it has written as many as the agent says it sent.
+    let sent: usize = log
+        .lines()
+        .find(|l| l.contains("exporter stopped"))
+        .and_then(|l| {
+            l.split("sent=")
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no exporter totals in the agent log: {log}"));
+    let waited = Instant::now();
+    while receiver.requests().len() < sent && waited.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let requests = receiver.requests();
+    assert_eq!(
+        requests.len(),
+        sent,
+        "requests the receiver wrote vs the agent sent"
+    );
     assert!(requests.len() >= 3, "{} requests: {log}", requests.len());
     let mut received = 0u64;
     let mut saw_container = false;
@@ -251,6 +283,21 @@ fn check_export(transport: &str) {
         ids.dedup();
         assert_eq!(before, ids.len(), "one ResourceProfiles per container");
     }
+    let windows: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("window reported"))
+        .map(|l| l.rsplit("samples=").next().unwrap_or(""))
+        .collect();
+    let per_request: Vec<u64> = requests
+        .iter()
+        .map(|r| {
+            r["summary"]["resources"]
+                .as_array()
+                .map(|a| a.iter().map(|x| x["samples"].as_u64().unwrap_or(0)).sum())
+                .unwrap_or(0)
+        })
+        .collect();
+    eprintln!("{transport}: windows {windows:?} requests {per_request:?}");
     eprintln!(
         "{transport}: {} requests, {received} samples received, {reported} reported",
         requests.len()
@@ -260,8 +307,13 @@ fn check_export(transport: &str) {
         "container resource {saw_container}, host resource {saw_host}"
     );
     assert_eq!(
-        received, reported,
-        "samples received differ from samples recorded"
+        received,
+        reported,
+        "samples received differ from samples recorded: {}",
+        log.lines()
+            .filter(|l| l.contains(" INFO ") || l.contains(" WARN "))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -341,12 +393,17 @@ fn collector_gone_for_five_minutes_then_back() {
         .spawn()
         .expect("start agent");
     let pid = agent.id();
-    // Warm up: symbol caches filled, exports flowing.
-    std::thread::sleep(Duration::from_secs(20));
-    assert!(
-        !receiver.requests().is_empty(),
-        "nothing exported before the outage"
-    );
+    // Warm up: symbol caches filled, exports flowing (the first window of
+    // a whole machine takes a while in a debug build on a busy machine).
+    let warm = Instant::now();
+    while receiver.requests().len() < 3 {
+        assert!(
+            warm.elapsed() < Duration::from_secs(180),
+            "nothing exported before the outage"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(5));
     let baseline = rss_kib(pid);
 
     drop(receiver);

@@ -95,26 +95,28 @@ pub fn run(
             window_start_unix = now_unix_ns();
             window_len = jittered(opts.interval, opts.jitter, &mut seed);
             let reported = window.aggregate.total_samples;
-            let send = if stopping {
+            // Ok(true): handed to the reporter; Ok(false): dropped.
+            let delivered = if stopping {
                 // The last window may wait for room: the reporter is
                 // finishing the one before it.
-                windows.send(window).map_err(|_| ())
+                windows.send(window).map(|()| true).map_err(|_| ())
             } else {
                 match windows.try_send(window) {
-                    Ok(()) => Ok(()),
+                    Ok(()) => Ok(true),
                     // The reporter is behind: drop this window rather
                     // than let memory grow or sampling stall.
                     Err(TrySendError::Full(_)) => {
                         metrics.window_dropped();
-                        Ok(())
+                        Ok(false)
                     }
                     Err(TrySendError::Disconnected(_)) => Err(()),
                 }
             };
-            if send.is_err() {
-                anyhow::bail!("the reporter thread stopped");
+            match delivered {
+                Ok(true) => metrics.samples_reported.inc_by(reported),
+                Ok(false) => {}
+                Err(()) => anyhow::bail!("the reporter thread stopped"),
             }
-            metrics.samples_reported.inc_by(reported);
         }
         if stopping {
             return Ok(());

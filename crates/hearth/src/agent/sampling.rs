@@ -113,7 +113,9 @@ pub fn run(
                 }
             };
             match delivered {
-                Ok(true) => metrics.samples_reported.inc_by(reported),
+                Ok(true) => {
+                    metrics.samples_reported.inc_by(reported);
+                }
                 Ok(false) => {}
                 Err(()) => anyhow::bail!("the reporter thread stopped"),
             }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Whole-machine profiling cost: Hearth against `perf record -a --call-graph dwarf`.
+# Profiling cost: Hearth against `perf record --call-graph dwarf` + `perf script`.
 #
 # Usage: scripts/bench-vs-perf.sh [seconds] [hz]        (defaults: 30 s, 99 Hz)
 #
@@ -17,22 +17,27 @@
 #                        only it and its children (`hearth record -- CMD`,
 #                        `perf record -- CMD`): only the workload's binaries
 #                        are involved, whatever else runs on the machine
+#   BENCH_WORKLOAD=mixed (default) the workload below;
+#   BENCH_WORKLOAD=split_c  split_c alone (one CPU-bound process)
 #
 # Workload: split_c and split_rust (one CPU-bound thread each, 70/30 split
 # between two call chains, no frame pointers, so both profilers must unwind
 # with DWARF CFI) plus spawner (150 short-lived processes per second, 4 ms of
 # CPU each: process churn, i.e. fork/exec/mmap/exit records to track).
 # Together they ask for about 2.6 CPUs, so both CPUs of the machine stay
-# busy. In system mode it is started once and runs for the whole script; in
-# command mode it runs for `seconds` under each profiler.
+# busy. (With BENCH_WORKLOAD=split_c, only split_c runs.) In system mode
+# the workload is started once and runs for the whole script; in command
+# mode it runs for `seconds` under each profiler, and its own CPU time is
+# subtracted from the profiler's.
 #
 # Each profiler records for the same duration and frequency, in the order
 # Hearth, perf, perf, Hearth (A B B A) so that a drift in the machine's load
 # affects both alike. Measured per run with
 # /usr/bin/time (getrusage of each process and its children, so CPU time,
 # not wall time, which other users of a shared machine would distort):
-#   hearth: `hearth record -a`-equivalent to .folded and .pb.gz in one run
-#   perf:   `perf record -a` to perf.data, then `perf script` (this is where
+#   hearth: `hearth record` (whole machine, or `-- CMD`) to .folded and
+#           .pb.gz in one run
+#   perf:   `perf record` (`-a`, or `-- CMD`) to perf.data, then `perf script` (this is where
 #           perf unwinds the DWARF stacks and symbolizes) piped into a small
 #           awk collapse step that writes the same folded format
 #           (process;root;...;leaf count). Reported twice from the same
@@ -47,6 +52,11 @@ perf_stack="${PERF_STACK:-16384}"
 mode="${BENCH_MODE:-system}"
 [[ $mode == system || $mode == command ]] || {
 	echo "bench-vs-perf: BENCH_MODE must be system or command" >&2
+	exit 2
+}
+workload_kind="${BENCH_WORKLOAD:-mixed}"
+[[ $workload_kind == mixed || $workload_kind == split_c ]] || {
+	echo "bench-vs-perf: BENCH_WORKLOAD must be mixed or split_c" >&2
 	exit 2
 }
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,9 +90,12 @@ set_targets() { # set_targets <dir>
 		hearth_target=(-d "$seconds")
 		perf_target=(-a -- sleep "$seconds")
 	else
-		local workload=(/usr/bin/time -f "%U %S %M" -o "$1/time.workload"
-			bash -c "$build/split_c $seconds >/dev/null & $split_rust $seconds >/dev/null &
-			$build/spawner $seconds >/dev/null & wait")
+		local script="$build/split_c $seconds >/dev/null"
+		if [[ $workload_kind == mixed ]]; then
+			script="$script & $split_rust $seconds >/dev/null &
+				$build/spawner $seconds >/dev/null & wait"
+		fi
+		local workload=(/usr/bin/time -f "%U %S %M" -o "$1/time.workload" bash -c "$script")
 		hearth_target=(-- "${workload[@]}")
 		perf_target=(-- "${workload[@]}")
 	fi
@@ -219,14 +232,16 @@ cleanup() {
 }
 trap cleanup EXIT
 if [[ $mode == system ]]; then
-	log "starting the workload: split_c, split_rust, spawner"
+	log "starting the workload ($workload_kind)"
 	long=$((seconds * 20 + 3600))
 	"$build/split_c" "$long" >"$out/split_c.out" &
 	pids+=($!)
-	"$split_rust" "$long" >"$out/split_rust.out" &
-	pids+=($!)
-	"$build/spawner" "$long" >"$out/spawner.out" &
-	pids+=($!)
+	if [[ $workload_kind == mixed ]]; then
+		"$split_rust" "$long" >"$out/split_rust.out" &
+		pids+=($!)
+		"$build/spawner" "$long" >"$out/spawner.out" &
+		pids+=($!)
+	fi
 	sleep 2
 fi
 
@@ -241,7 +256,7 @@ trap - EXIT
 {
 	echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, kernel $(uname -r)," \
 		"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
-	echo "# $seconds s at $hz Hz, mode $mode; workload split_c + split_rust + spawner;" \
+	echo "# $seconds s at $hz Hz, mode $mode; workload $workload_kind;" \
 		"perf: dwarf,$perf_stack"
 	echo "# run profiler cpu_s(user+sys) peak_rss_KiB size1_B size2_B samples leaf70_share_all leaf70_share_in_split [parts]"
 	echo "#   hearth: size1 = .folded, size2 = .pb.gz; perf: size1 = perf.data, size2 = .folded"

@@ -20,12 +20,7 @@ fn python() -> Option<PathBuf> {
 fn require_python(test: &str) -> Option<PathBuf> {
     let p = python();
     if p.is_none() {
-        let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
-        assert!(
-            !required,
-            "{test}: .venv-tests is missing (run scripts/setup-tests.sh)"
-        );
-        eprintln!("SKIP {test}: .venv-tests is missing (run scripts/setup-tests.sh)");
+        skip_or_fail(test, ".venv-tests is missing (run scripts/setup-tests.sh)");
     }
     p
 }
@@ -182,12 +177,7 @@ fn check_export(transport: &str) {
     let Some(python) = require_python(&test) else {
         return;
     };
-    if !Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
-        assert!(
-            std::env::var(REQUIRE_ENV).is_err(),
-            "no cgroup v2 hierarchy"
-        );
-        eprintln!("SKIP {test}: no cgroup v2 hierarchy");
+    if !require_cgroup_v2(&test) {
         return;
     }
     let dir = TempDir::new(&format!("otlp-{transport}"));

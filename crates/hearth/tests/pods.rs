@@ -24,12 +24,7 @@ fn record_groups_samples_by_pod_with_metadata_from_the_api() {
     if !require_root_perf(test) {
         return;
     }
-    if !std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
-        assert!(
-            std::env::var(REQUIRE_ENV).is_err(),
-            "no cgroup v2 hierarchy"
-        );
-        eprintln!("SKIP {test}: no cgroup v2 hierarchy");
+    if !require_cgroup_v2(test) {
         return;
     }
     let server = fake_apiserver::FakeApiServer::start();

@@ -34,7 +34,9 @@ pub fn workload(name: &str) -> PathBuf {
     p
 }
 
-fn skip_or_fail(test: &str, why: &str) -> bool {
+/// Prints a SKIP line and returns false, or panics when CI requires
+/// privileged tests (`HEARTH_REQUIRE_PRIVILEGED`).
+pub fn skip_or_fail(test: &str, why: &str) -> bool {
     let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
     if required {
         panic!("{test}: required capability missing ({why}) and {REQUIRE_ENV} is set");
@@ -65,6 +67,13 @@ pub fn require_perf(test: &str) -> bool {
         Ok(()) => true,
         Err(e) => skip_or_fail(test, &format!("perf events unavailable: {e}")),
     }
+}
+
+/// True if the cgroup v2 hierarchy of this machine is mounted where the
+/// tests expect it; otherwise SKIP (or fail).
+pub fn require_cgroup_v2(test: &str) -> bool {
+    Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+        || skip_or_fail(test, "no cgroup v2 hierarchy at /sys/fs/cgroup/unified")
 }
 
 /// True if running as root with perf events; otherwise SKIP (or fail).

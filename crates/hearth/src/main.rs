@@ -74,6 +74,67 @@ struct AgentArgs {
     ring_kib: u64,
     #[command(flatten)]
     kubernetes: KubernetesArgs,
+    #[command(flatten)]
+    ui: UiArgs,
+}
+
+/// The local profile page (flame graphs of the last minutes).
+#[derive(Args)]
+struct UiArgs {
+    /// Address of the profile page, or "off" [default: 127.0.0.1:7070].
+    /// Only loopback addresses unless --ui-allow-remote is given.
+    #[arg(long, value_name = "ADDR")]
+    ui_listen: Option<String>,
+    /// Allow --ui-listen on an address reachable from other machines. The
+    /// page has no authentication and shows what every process runs: put
+    /// it behind something that has.
+    #[arg(long)]
+    ui_allow_remote: bool,
+    /// How much history the page keeps, e.g. 900, 15m, 1h [default: 15m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ui_history: Option<Duration>,
+    /// Upper bound of the memory the page's history may hold, in MiB; the
+    /// oldest windows go first [default: 256].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    ui_memory_mib: Option<u64>,
+}
+
+impl UiArgs {
+    fn options(
+        &self,
+        file: &hearth::agent::config_file::UiSection,
+    ) -> Result<Option<hearth::agent::ui_sink::UiOptions>> {
+        let listen = self
+            .ui_listen
+            .clone()
+            .or(file.listen.clone())
+            .unwrap_or_else(|| "127.0.0.1:7070".into());
+        let listen = match listen.trim() {
+            "off" | "" => return Ok(None),
+            addr => addr.parse().with_context(|| {
+                format!("profile page address {addr:?} is not like 127.0.0.1:7070")
+            })?,
+        };
+        let mut history = hearth_ui::HistoryConfig::default();
+        if let Some(d) = self.ui_history.or(file
+            .history_minutes
+            .filter(|m| *m > 0.0 && m.is_finite() && *m < 1e7)
+            .map(|m| Duration::from_secs_f64(m * 60.0)))
+        {
+            history.retention = d;
+        }
+        if let Some(mib) = self
+            .ui_memory_mib
+            .or(file.memory_mib.filter(|m| *m > 0).map(|m| m as u64))
+        {
+            history.max_bytes = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        }
+        Ok(Some(hearth::agent::ui_sink::UiOptions {
+            listen,
+            allow_remote: self.ui_allow_remote || file.allow_remote.unwrap_or(false),
+            history,
+        }))
+    }
 }
 
 #[derive(Args)]
@@ -359,6 +420,23 @@ fn default_ring_bytes(frequency_hz: u64, stack_bytes: u32) -> usize {
     (quarter_second as usize).clamp(1 << 20, 16 << 20)
 }
 
+/// A duration: seconds, or a number with `s`, `m` or `h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1.0),
+        Some((i, 'm')) => (&t[..i], 60.0),
+        Some((i, 'h')) => (&t[..i], 3600.0),
+        _ => (t, 1.0),
+    };
+    let d = parse_seconds(num.trim())?;
+    let secs = d.as_secs_f64() * scale;
+    if secs >= 1e9 {
+        return Err(format!("duration {s:?} is too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -530,6 +608,7 @@ fn run_agent(args: AgentArgs) -> Result<ExitCode> {
         otlp,
         extra_resource_attributes,
         shutdown_deadline: args.shutdown_timeout,
+        ui: args.ui.options(&file.ui)?,
         ..Default::default()
     };
     let sinks: Vec<Box<dyn hearth::agent::ReportSink>> = Vec::new();

@@ -114,6 +114,8 @@ fn run_agent(endpoint: &str, protocol: &str, receiver: &Receiver) -> (String, u6
             "99",
             "--interval",
             "1",
+            "--ui-listen",
+            "off",
             "--metrics-listen",
             "off",
         ])
@@ -375,7 +377,12 @@ fn collector_gone_for_five_minutes_then_back() {
             "--otlp-queue-mib",
             "1",
         ])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "--ui-listen",
+            "off",
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
         .args(["--otlp-endpoint", &format!("http://127.0.0.1:{grpc}")])
         .env("RUST_LOG", "hearth=info,hearth_otlp=info")
         .stdout(Stdio::null())

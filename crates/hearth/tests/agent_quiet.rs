@@ -26,6 +26,8 @@ fn no_endpoint_means_no_connection_to_4317_or_4318() {
     }
     let mut cmd = Command::new(hearth());
     cmd.args(["agent", "--interval", "1", "--metrics-listen", "off"])
+        // The page listens (on a port of its own) but never connects anywhere.
+        .args(["--ui-listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     // Nothing in the environment may point it anywhere.

@@ -8,6 +8,12 @@
 //! interval_seconds = 5
 //! metrics_listen = "127.0.0.1:9464"
 //!
+//! [ui]
+//! listen = "127.0.0.1:7070"   # or "off"
+//! allow_remote = false        # required to listen beyond loopback
+//! history_minutes = 15
+//! memory_mib = 256
+//!
 //! [kubernetes]
 //! node_name = "node-1"
 //! labels = ["team=owner.team"]
@@ -42,6 +48,18 @@ pub struct FileConfig {
     pub kubernetes: KubernetesSection,
     #[serde(default)]
     pub otlp: OtlpSection,
+    #[serde(default)]
+    pub ui: UiSection,
+}
+
+/// The local profile page.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    pub listen: Option<String>,
+    pub allow_remote: Option<bool>,
+    pub history_minutes: Option<f64>,
+    pub memory_mib: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -118,6 +136,8 @@ mod tests {
             Some("secret")
         );
         assert_eq!(c.kubernetes.labels, vec!["team=owner.team"]);
+        assert_eq!(c.ui.history_minutes, Some(15.0));
+        assert_eq!(c.ui.listen.as_deref(), Some("127.0.0.1:7070"));
         assert!(toml::from_str::<FileConfig>("frequncy = 19").is_err());
         assert!(toml::from_str::<FileConfig>("[otlp]\nendpont = \"x\"").is_err());
         assert_eq!(

@@ -48,6 +48,9 @@ pub struct AgentMetrics {
     pub exports_dropped: Arc<MirroredCounter>,
     pub rejected_profiles: Arc<MirroredCounter>,
     pub export_queue_bytes: Gauge,
+    pub ui_history_bytes: Gauge,
+    pub ui_history_windows: Gauge,
+    pub ui_windows_evicted: Arc<MirroredCounter>,
     watch_healthy: Gauge,
     watch_failures: Arc<MirroredCounter>,
     watch_relists: Arc<MirroredCounter>,
@@ -78,6 +81,9 @@ impl AgentMetrics {
             exports_dropped: Arc::default(),
             rejected_profiles: Arc::default(),
             export_queue_bytes: Gauge::default(),
+            ui_history_bytes: Gauge::default(),
+            ui_history_windows: Gauge::default(),
+            ui_windows_evicted: Arc::default(),
             watch_healthy: Gauge::default(),
             watch_failures: Arc::default(),
             watch_relists: Arc::default(),
@@ -129,6 +135,21 @@ impl AgentMetrics {
                 "export_queue_bytes",
                 "Bytes waiting in the export queue",
                 m.export_queue_bytes.clone(),
+            );
+            r.register(
+                "ui_history_bytes",
+                "Estimated bytes of profile history kept for the local page",
+                m.ui_history_bytes.clone(),
+            );
+            r.register(
+                "ui_history_windows",
+                "Reporting windows kept for the local page",
+                m.ui_history_windows.clone(),
+            );
+            r.register(
+                "ui_windows_evicted",
+                "Windows dropped from the page's history before their time because of its memory bound",
+                m.ui_windows_evicted.counter.clone(),
             );
             r.register(
                 "k8s_watch_healthy",

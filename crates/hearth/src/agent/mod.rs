@@ -8,7 +8,10 @@
 //!   and pod attributes, and passes the report to the sinks (the OTLP
 //!   exporter when an endpoint is configured);
 //! * a small server ([`server`]) answers `/metrics`, `/healthz` and
-//!   `/readyz`, on loopback unless told otherwise.
+//!   `/readyz`, on loopback unless told otherwise;
+//! * the local profile page ([`ui_sink`], the `hearth-ui` crate) keeps the
+//!   recent windows in memory and serves them as flame graphs, on loopback
+//!   unless told otherwise.
 
 pub mod config_file;
 pub mod metrics;
@@ -16,6 +19,7 @@ pub mod otlp_sink;
 pub mod reporter;
 pub mod sampling;
 pub mod server;
+pub mod ui_sink;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +55,8 @@ pub struct AgentOptions {
     pub otlp: Option<hearth_otlp::ExporterConfig>,
     /// Attributes added to every resource (`OTEL_RESOURCE_ATTRIBUTES`).
     pub extra_resource_attributes: Vec<(String, String)>,
+    /// The local profile page; `None`: no history kept, nothing served.
+    pub ui: Option<ui_sink::UiOptions>,
 }
 
 impl Default for AgentOptions {
@@ -66,6 +72,7 @@ impl Default for AgentOptions {
             shutdown_deadline: Duration::from_secs(10),
             otlp: None,
             extra_resource_attributes: Vec::new(),
+            ui: None,
         }
     }
 }
@@ -90,6 +97,15 @@ pub fn run(
             .with_context(|| format!("listening for /metrics on {addr}"))?;
         tracing::info!("metrics and health on http://{addr}/metrics");
         runtime.spawn(server::serve(listener, metrics.clone()));
+    }
+    if let Some(ui) = &opts.ui {
+        let host = opts
+            .kubernetes
+            .as_ref()
+            .map(|k| k.node_name.clone())
+            .or_else(crate::enrich::host_name);
+        let sink = ui_sink::HistorySink::start(ui, host, &runtime, &metrics)?;
+        sinks.push(Box::new(sink));
     }
     if let Some(config) = opts.otlp.clone() {
         let sink = otlp_sink::OtlpSink::start(config, runtime.handle(), &metrics)

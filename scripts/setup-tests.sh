@@ -21,10 +21,14 @@ declare -A why=(
 	[binutils]="nm/objdump, to check the workloads' symbols"
 	[make]="build tooling"
 	[python3-venv]="python3 -m venv, for the OTLP test receiver's .venv-tests"
+	[chromium]="headless browser for the profile page's end-to-end test"
+	[chromium-driver]="chromedriver, the WebDriver server the page test drives Chromium with"
+	# Without recommends, Chromium comes with no font: text would not render.
+	[fonts-dejavu-core]="a font for the page test's screenshots"
 )
 
 missing=()
-for pkg in golang-go linux-perf gcc libc6-dev binutils make python3-venv; do
+for pkg in golang-go linux-perf gcc libc6-dev binutils make python3-venv chromium chromium-driver fonts-dejavu-core; do
 	if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
 		log "ok: $pkg already installed"
 	else

@@ -115,8 +115,14 @@ pub struct HistoryStats {
     pub compactions: u64,
 }
 
-/// Estimated cost of a map entry plus its vector slot, beyond the payload.
-const INTERN_OVERHEAD: usize = 64;
+/// Estimated cost of an interned value beyond its payload: the map's slot
+/// (a fat pointer and an id, at the map's load factor and growth slack),
+/// the vector's slot, and the `Arc` header. Calibrated against the heap
+/// actually held (see tests/memory_bound.rs).
+const INTERN_OVERHEAD: usize = 112;
+/// Heap cost of a shared string beyond its bytes (`Arc` header, allocator
+/// rounding).
+const STR_OVERHEAD: usize = 24;
 const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 const WINDOW_OVERHEAD: usize = std::mem::size_of::<Window>() + 16;
 
@@ -163,7 +169,12 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
 }
 
 fn frame_bytes(f: &Frame) -> usize {
-    INTERN_OVERHEAD + f.name.len() + f.mapping.as_ref().map_or(0, |m| m.len())
+    // Mapping paths are shared by many frames: counted as if not.
+    INTERN_OVERHEAD
+        + std::mem::size_of::<Frame>()
+        + STR_OVERHEAD
+        + f.name.len()
+        + f.mapping.as_ref().map_or(0, |m| m.len())
 }
 
 fn stack_bytes(s: &[FrameId]) -> usize {
@@ -171,15 +182,17 @@ fn stack_bytes(s: &[FrameId]) -> usize {
 }
 
 fn group_bytes(g: &Group) -> usize {
-    let opt = |s: &Option<Arc<str>>| s.as_ref().map_or(0, |s| s.len());
+    let opt = |s: &Option<Arc<str>>| s.as_ref().map_or(0, |s| STR_OVERHEAD + s.len());
     INTERN_OVERHEAD
+        + std::mem::size_of::<Group>()
+        + STR_OVERHEAD
         + g.process.len()
         + g.pod
             .as_ref()
             .map_or(0, |p| opt(&p.namespace) + opt(&p.name) + opt(&p.uid))
         + g.container
             .as_ref()
-            .map_or(0, |c| c.id.len() + opt(&c.name) + opt(&c.runtime))
+            .map_or(0, |c| STR_OVERHEAD + c.id.len() + opt(&c.name) + opt(&c.runtime))
 }
 
 fn window_bytes(w: &Window) -> usize {

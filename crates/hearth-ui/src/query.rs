@@ -340,7 +340,12 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
             }
         }
     }
-    tops.sort_by(|a, b| b.0.cmp(&a.0));
+    let top_key = |t: &Top| match t {
+        Top::Pod(p, _) => format!("0{}", p.as_deref().unwrap_or("")),
+        Top::Container(id, _) => format!("1{id}"),
+        Top::Host(_) => "2".to_string(),
+    };
+    tops.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| top_key(&a.1).cmp(&top_key(&b.1))));
     let has_groups = tops.iter().any(|(_, t)| !matches!(t, Top::Host(_)));
     for (n, top) in tops {
         match top {
@@ -357,7 +362,11 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
                     pid: None,
                 });
                 let mut containers: Vec<_> = containers.into_iter().collect();
-                containers.sort_by_key(|(_, procs)| std::cmp::Reverse(sum_procs(procs)));
+                containers.sort_by(|a, b| {
+                    sum_procs(&b.1)
+                        .cmp(&sum_procs(&a.1))
+                        .then_with(|| a.0.cmp(&b.0))
+                });
                 for (container, procs) in containers {
                     let c = sum_procs(&procs);
                     if let Some(id) = &container {
@@ -566,7 +575,13 @@ impl Trie {
             }
             c.push(self.build(kid, min, pruned));
         }
-        c.sort_by(|a, b| (b.v + b.b).cmp(&(a.v + a.b)).then(a.n.cmp(&b.n)));
+        // Heaviest first; equal ones by name, so that answers do not depend
+        // on the order the tables were built in.
+        c.sort_by(|a, b| {
+            (b.v + b.b)
+                .cmp(&(a.v + a.b))
+                .then_with(|| self.names[a.n as usize].cmp(&self.names[b.n as usize]))
+        });
         FlameNode { n, k, v, s, b, c }
     }
 }

@@ -180,3 +180,57 @@ pub fn check_record(format: &SampleFormat, record_type: u32, misc: u16, body: &[
         }
     }
 }
+
+/// A small report (two processes, one in a pod's container, kernel and
+/// inlined frames) for the profile page's targets.
+pub fn ui_window(start_s: u64) -> hearth_profile::Report {
+    use hearth_profile::{ContainerKey, Function, Line, Location, Report, ReportSample, Resource};
+    use std::sync::Arc;
+    let f = |n: &str| Function {
+        name: Arc::from(n),
+        file: None,
+    };
+    let loc = |fns: &[usize], kernel: bool| Location {
+        mapping: None,
+        address: 0,
+        lines: fns.iter().map(|&function| Line { function, line: 0 }).collect(),
+        kernel,
+    };
+    let sample = |stack: Vec<usize>, pid: u32, resource: usize, count: u64| ReportSample {
+        stack,
+        pid,
+        tid: pid,
+        process_name: Arc::from(if pid == 1 { "web" } else { "make" }),
+        thread_name: Arc::from("t"),
+        resource,
+        count,
+    };
+    Report {
+        start_unix_ns: start_s * 1_000_000_000,
+        duration_ns: 5_000_000_000,
+        frequency_hz: 19,
+        functions: vec![f("main"), f("serve"), f("hash"), f("sys_read")],
+        locations: vec![loc(&[0], false), loc(&[2, 1], false), loc(&[3], true)],
+        samples: vec![
+            sample(vec![1, 0], 1, 1, 7),
+            sample(vec![2, 1, 0], 1, 1, 2),
+            sample(vec![0], 2, 0, 3),
+        ],
+        resources: vec![
+            Resource::default(),
+            Resource {
+                container: Some(Arc::new(ContainerKey {
+                    id: Arc::from("c".repeat(64).as_str()),
+                    runtime: None,
+                    pod_uid: Some(Arc::from("uid-1")),
+                })),
+                attributes: vec![
+                    ("container.id".into(), "c".repeat(64)),
+                    ("k8s.namespace.name".into(), "shop".into()),
+                    ("k8s.pod.name".into(), "web-1".into()),
+                ],
+            },
+        ],
+        ..Default::default()
+    }
+}

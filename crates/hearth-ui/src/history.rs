@@ -190,9 +190,9 @@ fn group_bytes(g: &Group) -> usize {
         + g.pod
             .as_ref()
             .map_or(0, |p| opt(&p.namespace) + opt(&p.name) + opt(&p.uid))
-        + g.container
-            .as_ref()
-            .map_or(0, |c| STR_OVERHEAD + c.id.len() + opt(&c.name) + opt(&c.runtime))
+        + g.container.as_ref().map_or(0, |c| {
+            STR_OVERHEAD + c.id.len() + opt(&c.name) + opt(&c.runtime)
+        })
 }
 
 fn window_bytes(w: &Window) -> usize {

@@ -345,7 +345,10 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
         Top::Container(id, _) => format!("1{id}"),
         Top::Host(_) => "2".to_string(),
     };
-    tops.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| top_key(&a.1).cmp(&top_key(&b.1))));
+    tops.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| top_key(&a.1).cmp(&top_key(&b.1)))
+    });
     let has_groups = tops.iter().any(|(_, t)| !matches!(t, Top::Host(_)));
     for (n, top) in tops {
         match top {

@@ -27,7 +27,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -70,7 +73,11 @@ fn byte_bound_holds_in_real_memory_under_churn() {
         peak_estimate = peak_estimate.max(h.bytes());
         let live = LIVE.load(Ordering::Relaxed) - start;
         peak_live = peak_live.max(live);
-        assert!(h.bytes() <= max, "estimate {} over the bound {max}", h.bytes());
+        assert!(
+            h.bytes() <= max,
+            "estimate {} over the bound {max}",
+            h.bytes()
+        );
     }
     let live = (LIVE.load(Ordering::Relaxed) - start) as usize;
     println!(
@@ -109,7 +116,11 @@ fn age_bound_drops_old_windows_and_forgets_their_stacks() {
         sizes.push(frames + stacks + groups);
         // 5 s windows, 60 s kept: the window that ends exactly 60 s before
         // the newest is gone, so 12 remain.
-        assert!(h.windows().len() <= 12, "{} windows kept", h.windows().len());
+        assert!(
+            h.windows().len() <= 12,
+            "{} windows kept",
+            h.windows().len()
+        );
         let newest = h.windows().next_back().unwrap().end_unix_ns;
         assert!(h.windows().all(|w| w.end_unix_ns + 60 * SEC > newest));
     }
@@ -123,8 +134,13 @@ fn age_bound_drops_old_windows_and_forgets_their_stacks() {
         "tables grew to {max_tables} entries"
     );
     let live = LIVE.load(Ordering::Relaxed) - start;
-    println!("age bound: tables peak {max_tables} entries, live heap {live} bytes after 2000 windows");
-    assert!(live < 8 << 20, "{live} bytes still held after 2000 windows of churn");
+    println!(
+        "age bound: tables peak {max_tables} entries, live heap {live} bytes after 2000 windows"
+    );
+    assert!(
+        live < 8 << 20,
+        "{live} bytes still held after 2000 windows of churn"
+    );
 }
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

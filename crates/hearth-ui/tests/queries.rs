@@ -55,10 +55,19 @@ fn flame_graph_of_everything_groups_by_pod_container_process() {
         leaves(&f),
         vec![
             ("all;[host];make;main;build".to_string(), 3),
-            (format!("all;{container_b};batch;main;crunch;crunch;crunch"), 4),
+            (
+                format!("all;{container_b};batch;main;crunch;crunch;crunch"),
+                4
+            ),
             // `hash` was inlined into `parse`: two frames, outermost first.
-            ("all;shop/web-7d9f-x2;web;nginx;main;serve;parse;hash".to_string(), 10),
-            ("all;shop/web-7d9f-x2;web;nginx;main;serve;sys_write".to_string(), 3),
+            (
+                "all;shop/web-7d9f-x2;web;nginx;main;serve;parse;hash".to_string(),
+                10
+            ),
+            (
+                "all;shop/web-7d9f-x2;web;nginx;main;serve;sys_write".to_string(),
+                3
+            ),
         ]
     );
 }
@@ -66,9 +75,7 @@ fn flame_graph_of_everything_groups_by_pod_container_process() {
 #[test]
 fn selections_narrow_the_graph_and_drop_the_levels_above() {
     let h = history_of(&[machine_window(1_000, 10)]);
-    let total = |sel: &str| {
-        query::flame(&h, &Selection::parse(sel).unwrap(), TimeRange::ALL).total
-    };
+    let total = |sel: &str| query::flame(&h, &Selection::parse(sel).unwrap(), TimeRange::ALL).total;
     assert_eq!(total("pod:shop/web-7d9f-x2"), 13);
     assert_eq!(total(&format!("container:{}", "a".repeat(64))), 13);
     assert_eq!(total(&format!("container:{}", "b".repeat(64))), 4);
@@ -97,7 +104,14 @@ fn selections_narrow_the_graph_and_drop_the_levels_above() {
 
 #[test]
 fn bad_selections_and_ranges_are_errors_not_guesses() {
-    for bad in ["pod:", "container:", "process:nohost", "bogus", "x:y", "pods:a"] {
+    for bad in [
+        "pod:",
+        "container:",
+        "process:nohost",
+        "bogus",
+        "x:y",
+        "pods:a",
+    ] {
         assert!(Selection::parse(bad).is_err(), "{bad}");
     }
     assert_eq!(Selection::parse("").unwrap(), Selection::All);
@@ -185,7 +199,12 @@ fn differential_graph_carries_both_ranges() {
     let h = history_of(&[machine_window(1_000, 10), machine_window(1_005, 30)]);
     let base = TimeRange::from_params(&h, Some(1_000_000), Some(1_005_000), None).unwrap();
     let range = TimeRange::from_params(&h, Some(1_005_000), Some(1_010_000), None).unwrap();
-    let d = query::diff(&h, &Selection::parse("process:host:make").unwrap(), range, base);
+    let d = query::diff(
+        &h,
+        &Selection::parse("process:host:make").unwrap(),
+        range,
+        base,
+    );
     assert_eq!((d.total, d.base_total), (3, 3));
     let d = query::diff(&h, &Selection::All, range, base);
     assert_eq!((d.total, d.base_total), (40, 20));
@@ -242,7 +261,10 @@ fn pprof_of_a_selection_round_trips() {
     }
     assert_eq!(report.duration_ns, 10 * SEC);
     // The container's attributes travel with the samples.
-    assert!(report.resources.iter().any(|r| r.attribute("k8s.pod.name") == Some("web-7d9f-x2")));
+    assert!(report
+        .resources
+        .iter()
+        .any(|r| r.attribute("k8s.pod.name") == Some("web-7d9f-x2")));
 }
 
 #[test]
@@ -262,6 +284,12 @@ fn compaction_changes_no_answer() {
     let after = query::flame(&h, &Selection::All, TimeRange::ALL);
     assert_eq!(leaves(&after), leaves(&before));
     assert_eq!((after.total, after.pruned), (before.total, before.pruned));
-    assert_eq!(query::top(&h, &Selection::All, TimeRange::ALL, 100), top_before);
-    assert_eq!(query::overview(&h, TimeRange::ALL, &Selection::All), overview_before);
+    assert_eq!(
+        query::top(&h, &Selection::All, TimeRange::ALL, 100),
+        top_before
+    );
+    assert_eq!(
+        query::overview(&h, TimeRange::ALL, &Selection::All),
+        overview_before
+    );
 }

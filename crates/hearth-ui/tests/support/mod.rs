@@ -49,7 +49,10 @@ impl Builder {
     pub fn container(&mut self, id: &str, name: &str, pod: Option<(&str, &str)>) -> usize {
         let mut attributes = vec![
             ("container.id".to_string(), id.to_string()),
-            ("container.runtime.name".to_string(), "containerd".to_string()),
+            (
+                "container.runtime.name".to_string(),
+                "containerd".to_string(),
+            ),
         ];
         if let Some((ns, pod)) = pod {
             attributes.push(("k8s.namespace.name".into(), ns.into()));
@@ -113,7 +116,14 @@ impl Builder {
     }
 
     /// Samples of a root-first stack.
-    pub fn sample(&mut self, resource: usize, pid: u32, process: &str, root_first: &[&str], count: u64) {
+    pub fn sample(
+        &mut self,
+        resource: usize,
+        pid: u32,
+        process: &str,
+        root_first: &[&str],
+        count: u64,
+    ) {
         let mut stack: Vec<usize> = root_first.iter().map(|f| self.location(f)).collect();
         stack.reverse();
         self.report.samples.push(ReportSample {
@@ -140,7 +150,13 @@ pub fn machine_window(start_s: u64, hot: u64) -> Report {
     let side = b.container(&"b".repeat(64), "", None);
     b.sample(web, 100, "nginx", &["main", "serve", "parse+hash"], hot);
     b.sample(web, 100, "nginx", &["main", "serve", "k:sys_write"], 3);
-    b.sample(side, 200, "batch", &["main", "crunch", "crunch", "crunch"], 4);
+    b.sample(
+        side,
+        200,
+        "batch",
+        &["main", "crunch", "crunch", "crunch"],
+        4,
+    );
     b.sample(0, 300, "make", &["main", "build"], 2);
     b.sample(0, 301, "make", &["main", "build"], 1);
     b.build()

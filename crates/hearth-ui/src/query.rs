@@ -524,7 +524,7 @@ fn is_zero(v: &u64) -> bool {
 }
 
 /// Frames whose share of the graph is below this are left out.
-pub const PRUNE_BELOW: f64 = 1.0 / 20_000.0;
+pub const PRUNE_BELOW: f64 = 1.0 / 10_000.0;
 
 #[derive(Default)]
 struct Trie {

@@ -17,6 +17,7 @@ build() { # build <source> <binary>
 build split.c split_c
 build shortlived.c shortlived
 build spawner.c spawner
+build many.c many
 
 # The profiles are checked by exact function name, so fail loudly if gcc ever
 # renamed or split a chain function (.isra/.constprop/.part/.cold copies).

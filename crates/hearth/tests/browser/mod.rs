@@ -108,6 +108,30 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // A test that failed midway never closed its session, and Chromium
+        // outlives its driver: find it by its profile directory.
+        let marker = format!("--user-data-dir={}", self.profile_dir.display());
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                if cmdline
+                    .split(|&b| b == 0)
+                    .any(|arg| arg == marker.as_bytes())
+                {
+                    // SAFETY: kill(2) on a process this test started.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.profile_dir);
     }
 }

@@ -174,7 +174,7 @@ impl TimeRange {
     }
 }
 
-fn windows_in<'h>(history: &'h History, range: TimeRange) -> impl Iterator<Item = &'h Window> {
+fn windows_in(history: &History, range: TimeRange) -> impl Iterator<Item = &Window> {
     history.windows().filter(move |w| range.overlaps(w))
 }
 
@@ -239,13 +239,12 @@ impl Tally {
 /// The list of what used CPU in `range`, largest first, processes under
 /// their container and containers under their pod.
 pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> Overview {
-    // (pod key, container id, process name) -> samples, pids
-    let mut by_process: HashMap<(Option<String>, Option<Arc<str>>, Arc<str>), Tally> =
-        HashMap::new();
+    // (pod key, container id, process name)
+    type ProcessKey = (Option<String>, Option<Arc<str>>, Arc<str>);
+    let mut by_process: HashMap<ProcessKey, Tally> = HashMap::new();
     let mut labels: HashMap<Option<String>, String> = HashMap::new();
     let mut container_labels: HashMap<Arc<str>, String> = HashMap::new();
-    let mut group_cache: HashMap<u32, (Option<String>, Option<Arc<str>>, Arc<str>)> =
-        HashMap::new();
+    let mut group_cache: HashMap<u32, ProcessKey> = HashMap::new();
     let mut total = 0u64;
     let mut lost = 0u64;
     for w in windows_in(history, range) {

@@ -29,7 +29,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use crate::history::History;
-use crate::query::{self, Selection, TimeRange};
+use crate::query::{self, QueryError, Selection, TimeRange};
 
 pub type SharedHistory = Arc<RwLock<History>>;
 
@@ -200,9 +200,10 @@ where
     }
 }
 
-fn selection_and_range(h: &History, p: &Params) -> Result<(Selection, TimeRange), Response> {
-    let sel = Selection::parse(p.sel.as_deref().unwrap_or("all")).map_err(bad_request)?;
-    let range = TimeRange::from_params(h, p.from, p.to, p.last).map_err(bad_request)?;
+fn selection_and_range(h: &History, p: &Params) -> Result<(Selection, TimeRange), Box<Response>> {
+    let bad = |e: QueryError| Box::new(bad_request(e));
+    let sel = Selection::parse(p.sel.as_deref().unwrap_or("all")).map_err(bad)?;
+    let range = TimeRange::from_params(h, p.from, p.to, p.last).map_err(bad)?;
     Ok((sel, range))
 }
 
@@ -221,7 +222,7 @@ async fn overview(State(state): State<AppState>, Query(p): Query<Params>) -> Res
             }
             json(&v)
         }
-        Err(r) => r,
+        Err(r) => *r,
     })
     .await
 }
@@ -229,7 +230,7 @@ async fn overview(State(state): State<AppState>, Query(p): Query<Params>) -> Res
 async fn flame(State(state): State<AppState>, Query(p): Query<Params>) -> Response {
     with_history(&state, move |h| match selection_and_range(h, &p) {
         Ok((sel, range)) => json(&query::flame(h, &sel, range)),
-        Err(r) => r,
+        Err(r) => *r,
     })
     .await
 }
@@ -238,7 +239,7 @@ async fn diff(State(state): State<AppState>, Query(p): Query<Params>) -> Respons
     with_history(&state, move |h| {
         let (sel, range) = match selection_and_range(h, &p) {
             Ok(x) => x,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         if p.base_from.is_none() && p.base_to.is_none() && p.base_last.is_none() {
             return bad_request("a comparison needs base_from and base_to (or base_last)");
@@ -259,7 +260,7 @@ async fn top(State(state): State<AppState>, Query(p): Query<Params>) -> Response
             range,
             p.limit.unwrap_or(200).min(5000),
         )),
-        Err(r) => r,
+        Err(r) => *r,
     })
     .await
 }
@@ -268,7 +269,7 @@ async fn pprof(State(state): State<AppState>, Query(p): Query<Params>) -> Respon
     with_history(&state, move |h| {
         let (sel, range) = match selection_and_range(h, &p) {
             Ok(x) => x,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let report = query::report(h, &sel, range);
         let mut body = Vec::new();

@@ -39,9 +39,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Record a profile of the whole machine, of processes, or of a command.
-    Record(RecordArgs),
+    Record(Box<RecordArgs>),
     /// Profile the whole machine continuously (the node agent).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
 }
 
 #[derive(Args)]
@@ -626,8 +626,8 @@ fn main() -> ExitCode {
     };
     init_logging(&default_level);
     let result = match cli.command {
-        Commands::Record(args) => run_record(args),
-        Commands::Agent(args) => run_agent(args),
+        Commands::Record(args) => run_record(*args),
+        Commands::Agent(args) => run_agent(*args),
     };
     match result {
         Ok(code) => code,

@@ -136,8 +136,11 @@ impl Drop for Browser {
     }
 }
 
-/// A plain HTTP/1.0 GET: status, headers (lowercase names), body.
-pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+/// Status, headers (lowercase names) and body of an answer.
+pub type HttpAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A plain HTTP/1.0 GET.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<HttpAnswer> {
     let mut conn = TcpStream::connect(("127.0.0.1", port))?;
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(

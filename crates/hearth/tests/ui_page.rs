@@ -362,3 +362,26 @@ fn check_pprof(gz: &[u8]) {
         "leaf_seventy share in the pprof download: {share}"
     );
 }
+
+#[test]
+fn page_beyond_loopback_needs_an_explicit_flag() {
+    for (listen, expect) in [
+        ("0.0.0.0:0", "--ui-allow-remote"),
+        ("[::]:0", "--ui-allow-remote"),
+        ("not-an-address", "is not like 127.0.0.1:7070"),
+    ] {
+        let out = Command::new(hearth())
+            .args(["agent", "--metrics-listen", "off", "--ui-listen", listen])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hearth");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--ui-listen {listen}: {err}");
+        assert!(err.contains(expect), "--ui-listen {listen}: {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.contains("error")).count(),
+            1,
+            "one clear line: {err}"
+        );
+    }
+}

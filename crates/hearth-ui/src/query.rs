@@ -2,6 +2,7 @@
 //! answers (the list of what uses CPU, flame graphs, top functions, pprof).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use hearth_profile::{
@@ -18,6 +19,37 @@ pub enum QueryError {
     #[error("bad time range: {0}")]
     Range(String),
 }
+
+/// Hashing for the ids the history assigns (frames, stacks, groups,
+/// nodes): a multiply and a rotate per word, several times cheaper than the
+/// default SipHash on the maps queries fill. The ids are ours, not chosen
+/// by whoever sends a query, so collision attacks are not a concern.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+const ID_HASH_K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(ID_HASH_K);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// What part of the machine a query is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,15 +256,13 @@ pub struct Overview {
 #[derive(Default)]
 struct Tally {
     samples: u64,
-    pids: Vec<u32>,
+    pids: std::collections::HashSet<u32>,
 }
 
 impl Tally {
     fn add(&mut self, pid: u32, n: u64) {
         self.samples += n;
-        if !self.pids.contains(&pid) && self.pids.len() < 100_000 {
-            self.pids.push(pid);
-        }
+        self.pids.insert(pid);
     }
 }
 
@@ -244,40 +274,39 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
     let mut by_process: HashMap<ProcessKey, Tally> = HashMap::new();
     let mut labels: HashMap<Option<String>, String> = HashMap::new();
     let mut container_labels: HashMap<Arc<str>, String> = HashMap::new();
-    let mut group_cache: HashMap<u32, ProcessKey> = HashMap::new();
+    // Samples per group (process) first: one map update per entry, and
+    // the rest once per group.
+    let mut per_group: IdMap<u32, u64> = IdMap::default();
     let mut total = 0u64;
     let mut lost = 0u64;
     for w in windows_in(history, range) {
         lost += w.lost_samples;
         for e in &w.entries {
-            let key = group_cache.entry(e.group).or_insert_with(|| {
-                let Some(g) = history.group(e.group) else {
-                    return (None, None, Arc::from("[unknown]"));
-                };
-                let pod = pod_key(g);
-                if let Some(p) = &pod {
-                    labels
-                        .entry(Some(p.clone()))
-                        .or_insert_with(|| pod_label(g).unwrap_or_default());
-                }
-                if let Some(c) = &g.container {
-                    container_labels
-                        .entry(c.id.clone())
-                        .or_insert_with(|| container_label(c));
-                }
-                (
-                    pod,
-                    g.container.as_ref().map(|c| c.id.clone()),
-                    g.process.clone(),
-                )
-            });
-            let pid = history.group(e.group).map_or(0, |g| g.pid);
-            by_process
-                .entry(key.clone())
-                .or_default()
-                .add(pid, u64::from(e.count));
+            *per_group.entry(e.group).or_default() += u64::from(e.count);
             total += u64::from(e.count);
         }
+    }
+    for (group, samples) in per_group {
+        let Some(g) = history.group(group) else {
+            continue;
+        };
+        let pod = pod_key(g);
+        if let Some(p) = &pod {
+            labels
+                .entry(Some(p.clone()))
+                .or_insert_with(|| pod_label(g).unwrap_or_default());
+        }
+        if let Some(c) = &g.container {
+            container_labels
+                .entry(c.id.clone())
+                .or_insert_with(|| container_label(c));
+        }
+        let key = (
+            pod,
+            g.container.as_ref().map(|c| c.id.clone()),
+            g.process.clone(),
+        );
+        by_process.entry(key).or_default().add(g.pid, samples);
     }
     let share = |n: u64| {
         if total == 0 {
@@ -314,7 +343,11 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
                 samples: t.samples,
                 share: share(t.samples),
                 processes: t.pids.len(),
-                pid: (t.pids.len() == 1).then(|| t.pids[0]),
+                pid: if t.pids.len() == 1 {
+                    t.pids.iter().next().copied()
+                } else {
+                    None
+                },
             });
         }
     };
@@ -459,9 +492,9 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
 }
 
 /// Sums a selection's samples over a range, per (group, stack).
-fn collect(history: &History, range: TimeRange, sel: &Selection) -> HashMap<(u32, u32), u64> {
-    let mut matches: HashMap<u32, bool> = HashMap::new();
-    let mut out: HashMap<(u32, u32), u64> = HashMap::new();
+fn collect(history: &History, range: TimeRange, sel: &Selection) -> IdMap<(u32, u32), u64> {
+    let mut matches: IdMap<u32, bool> = IdMap::default();
+    let mut out: IdMap<(u32, u32), u64> = IdMap::default();
     for w in windows_in(history, range) {
         for e in &w.entries {
             let m = *matches
@@ -531,7 +564,7 @@ struct Trie {
     name_ids: HashMap<(String, NodeKind), u32>,
     /// Arena: name, kind, value, self, base.
     nodes: Vec<(u32, NodeKind, u64, u64, u64)>,
-    children: HashMap<(u32, u32), u32>,
+    children: IdMap<(u32, u32), u32>,
     kids: Vec<Vec<u32>>,
 }
 
@@ -593,38 +626,54 @@ fn add_to_trie(
     trie: &mut Trie,
     history: &History,
     sel: &Selection,
-    counts: HashMap<(u32, u32), u64>,
+    counts: IdMap<(u32, u32), u64>,
     base: bool,
 ) -> u64 {
-    let mut frame_names: HashMap<FrameId, (u32, NodeKind)> = HashMap::new();
-    let mut group_paths: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut frame_names: IdMap<FrameId, (u32, NodeKind)> = IdMap::default();
+    // Group -> the trie node its grouping frames lead to. Processes that
+    // share those frames (say, 800 short-lived `cc1`) share the node, so
+    // each of their stacks is walked once, not once per process.
+    let mut group_end: IdMap<u32, u32> = IdMap::default();
+    // Path-end node -> the nodes from the root to it.
+    let mut chains: IdMap<u32, Vec<u32>> = IdMap::default();
+    let mut per_end: IdMap<(u32, u32), u64> = IdMap::default();
     let mut total = 0;
     for ((group, stack), count) in counts {
         total += count;
-        let path = group_paths.entry(group).or_insert_with(|| {
-            let frames = history
-                .group(group)
-                .map(|g| sel.group_frames(g))
-                .unwrap_or_default();
-            frames
-                .iter()
-                .map(|f| trie.name(f, NodeKind::Group))
-                .collect()
-        });
-        let mut node = 0u32;
-        let bump = |trie: &mut Trie, node: u32| {
-            let e = &mut trie.nodes[node as usize];
-            if base {
-                e.4 += count;
-            } else {
-                e.2 += count;
+        let end = match group_end.get(&group) {
+            Some(&e) => e,
+            None => {
+                let frames = history
+                    .group(group)
+                    .map(|g| sel.group_frames(g))
+                    .unwrap_or_default();
+                let mut chain = vec![0u32];
+                let mut node = 0u32;
+                for f in &frames {
+                    let name = trie.name(f, NodeKind::Group);
+                    node = trie.child(node, name, NodeKind::Group);
+                    chain.push(node);
+                }
+                chains.entry(node).or_insert(chain);
+                group_end.insert(group, node);
+                node
             }
         };
-        bump(trie, 0);
-        for &name in path.iter() {
-            node = trie.child(node, name, NodeKind::Group);
-            bump(trie, node);
+        *per_end.entry((end, stack)).or_default() += count;
+    }
+    let bump = |trie: &mut Trie, node: u32, count: u64| {
+        let e = &mut trie.nodes[node as usize];
+        if base {
+            e.4 += count;
+        } else {
+            e.2 += count;
         }
+    };
+    for ((end, stack), count) in per_end {
+        for &n in chains.get(&end).map_or(&[][..], Vec::as_slice) {
+            bump(trie, n, count);
+        }
+        let mut node = end;
         for &f in history.stack(stack) {
             let (name, kind) = match frame_names.get(&f) {
                 Some(&nk) => nk,
@@ -645,7 +694,7 @@ fn add_to_trie(
                 }
             };
             node = trie.child(node, name, kind);
-            bump(trie, node);
+            bump(trie, node, count);
         }
         if !base {
             trie.nodes[node as usize].3 += count;
@@ -713,28 +762,39 @@ pub struct Top {
 
 /// Functions of a selection by self samples (then total), at most `limit`.
 pub fn top(history: &History, sel: &Selection, range: TimeRange, limit: usize) -> Top {
-    let mut by_name: HashMap<(Arc<str>, FrameKind), (u64, u64)> = HashMap::new();
+    // Each distinct stack once, whatever processes it ran in.
+    let mut per_stack: IdMap<u32, u64> = IdMap::default();
     let mut total = 0u64;
-    let mut seen: Vec<(Arc<str>, FrameKind)> = Vec::new();
     for ((_, stack), count) in collect(history, range, sel) {
+        *per_stack.entry(stack).or_default() += count;
         total += count;
+    }
+    let mut by_frame: IdMap<FrameId, (u64, u64)> = IdMap::default();
+    let mut seen: Vec<FrameId> = Vec::new();
+    for (stack, count) in per_stack {
         seen.clear();
         let frames = history.stack(stack);
         for (i, &f) in frames.iter().enumerate() {
-            let Some(frame) = history.frame(f) else {
-                continue;
-            };
-            let key = (frame.name.clone(), frame.kind);
-            let e = by_name.entry(key.clone()).or_default();
+            let e = by_frame.entry(f).or_default();
             if i + 1 == frames.len() {
                 e.0 += count;
             }
             // Recursion: count a function's total once per stack.
-            if !seen.contains(&key) {
+            if !seen.contains(&f) {
                 e.1 += count;
-                seen.push(key);
+                seen.push(f);
             }
         }
+    }
+    // The same function may come from several files: one line per name.
+    let mut by_name: HashMap<(Arc<str>, FrameKind), (u64, u64)> = HashMap::new();
+    for (f, (s, t)) in by_frame {
+        let Some(frame) = history.frame(f) else {
+            continue;
+        };
+        let e = by_name.entry((frame.name.clone(), frame.kind)).or_default();
+        e.0 += s;
+        e.1 = (e.1 + t).min(total);
     }
     let share = |n: u64| {
         if total == 0 {

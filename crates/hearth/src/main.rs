@@ -637,3 +637,19 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_seconds_minutes_or_hours() {
+        assert_eq!(parse_duration("900"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration(" 1.5h "), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        for bad in ["", "m", "0", "-5m", "15x", "1e12h", "NaNm"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -16,14 +16,14 @@ use std::path::Path;
 
 /// The kernel's symbol list, as read from kallsyms.
 pub struct KernelSymbols {
-    text: Vec<u8>,
+    text: String,
     /// Start address and offset of the name in `text`, sorted by address
     /// (ties keep the order of the file).
     syms: Vec<(u64, usize)>,
 }
 
 /// What a kernel address resolved to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelSymbol<'a> {
     pub name: &'a str,
     /// Start address of the symbol.
@@ -45,14 +45,16 @@ impl KernelSymbols {
     /// Lines that do not parse, and symbols at address 0 (what an
     /// unprivileged reader sees), are left out.
     pub fn parse(text: Vec<u8>) -> KernelSymbols {
+        // kallsyms is ASCII; anything else is kept, with replacement
+        // characters, rather than refused.
+        let text = String::from_utf8(text)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let mut syms = Vec::with_capacity(text.len() / 40);
-        let mut start = 0;
-        while start < text.len() {
-            let end = memchr_newline(&text[start..]).map_or(text.len(), |i| start + i);
-            if let Some(sym) = parse_line(&text[start..end], start) {
-                syms.push(sym);
+        let base = text.as_ptr() as usize;
+        for line in text.split('\n') {
+            if let Some((addr, name)) = parse_line(line.as_bytes()) {
+                syms.push((addr, line.as_ptr() as usize - base + name));
             }
-            start = end + 1;
         }
         // Stable, and linear on the (usual) already sorted input.
         syms.sort_by_key(|&(addr, _)| addr);
@@ -83,33 +85,27 @@ impl KernelSymbols {
     fn name_at(&self, offset: usize) -> &str {
         let rest = &self.text[offset..];
         let len = rest
-            .iter()
+            .bytes()
             .position(|b| b.is_ascii_whitespace())
             .unwrap_or(rest.len());
-        // Names were checked to be UTF-8 when the line was parsed.
-        std::str::from_utf8(&rest[..len]).unwrap_or("")
+        // Whitespace is ASCII, so `len` is on a character boundary.
+        rest.get(..len).unwrap_or(rest)
     }
 }
 
-fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
-}
-
-/// `(address, offset of the name)` of one line starting at `line_start`.
-fn parse_line(line: &[u8], line_start: usize) -> Option<(u64, usize)> {
-    let mut fields = line
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|f| !f.is_empty());
-    let addr = fields.next()?;
-    let _kind = fields.next()?;
-    let name = fields.next()?;
-    let addr = parse_hex(addr)?;
-    if addr == 0 || std::str::from_utf8(name).is_err() {
-        return None;
-    }
-    // `name` is a subslice of `line`, which starts at `line_start`.
-    let offset = line_start + (name.as_ptr() as usize - line.as_ptr() as usize);
-    Some((addr, offset))
+/// `(address, offset of the name in the line)`. The name itself is not
+/// scanned: its end is found when it is looked up.
+fn parse_line(line: &[u8]) -> Option<(u64, usize)> {
+    let ws = |b: &u8| b.is_ascii_whitespace();
+    let start = line.iter().position(|b| !ws(b))?;
+    let addr_len = line[start..].iter().position(ws)?;
+    let addr = parse_hex(&line[start..start + addr_len])?;
+    let mut pos = start + addr_len;
+    pos += line[pos..].iter().position(|b| !ws(b))?;
+    // The type letter.
+    pos += line[pos..].iter().position(ws)?;
+    pos += line[pos..].iter().position(|b| !ws(b))?;
+    (addr != 0).then_some((addr, pos))
 }
 
 fn parse_hex(digits: &[u8]) -> Option<u64> {
@@ -146,22 +142,22 @@ mod tests {
              ffffffffc0201000 t in_module\t[some_mod]\n",
         );
         assert_eq!(k.len(), 4);
-        let find = |a| k.find(a).map(|s| (s.name, s.addr));
+        let find = |a| k.find(a).map(|s| (s.name.to_string(), s.addr));
         assert_eq!(
             find(0xffffffff81000010),
-            Some(("first", 0xffffffff81000010))
+            Some(("first".into(), 0xffffffff81000010))
         );
         assert_eq!(
             find(0xffffffff810000ff),
-            Some(("first", 0xffffffff81000010))
+            Some(("first".into(), 0xffffffff81000010))
         );
         assert_eq!(
             find(0xffffffff81000100),
-            Some(("second", 0xffffffff81000100))
+            Some(("second".into(), 0xffffffff81000100))
         );
         assert_eq!(
             find(0xffffffffc0201234),
-            Some(("in_module", 0xffffffffc0201000))
+            Some(("in_module".into(), 0xffffffffc0201000))
         );
         assert_eq!(find(0xffffffff80ffffff), None);
     }

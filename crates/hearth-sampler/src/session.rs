@@ -176,7 +176,10 @@ impl Session {
             .task(true)
             .sample_id_all(format.sample_id_all)
             .clockid(Clock::MONOTONIC)
-            .wakeup_watermark((config.ring_bytes_per_cpu / 4).max(4096))
+            // Readers sleep until a ring is an eighth full (see `wait_or`):
+            // few wake-ups, and seven eighths of the ring left for the time
+            // the reader needs to be scheduled on a loaded machine.
+            .wakeup_watermark((config.ring_bytes_per_cpu / 8).max(4096))
             .enabled(false);
         b
     }
@@ -321,13 +324,13 @@ impl Session {
         self.wait_or(timeout, &[]);
     }
 
-    /// Waits until a ring buffer passes its wake-up mark (a quarter of
+    /// Waits until a ring buffer passes its wake-up mark (an eighth of
     /// its size), one of `also` is readable (a pidfd of a process whose
     /// exit should end the wait, for instance), or `timeout`.
     ///
     /// Waking on the mark rather than at short fixed intervals keeps the
     /// number of wake-ups low: at 99 Hz with 16 KiB stack copies a busy
-    /// CPU's ring reaches it about every 160 ms.
+    /// CPU's 1 MiB ring reaches it about every 80 ms.
     pub fn wait_or(&self, timeout: Duration, also: &[BorrowedFd<'_>]) {
         let mut fds: Vec<libc::pollfd> = self
             .rings

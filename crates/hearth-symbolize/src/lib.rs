@@ -10,9 +10,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
-use blazesym::MaybeDefault;
+pub mod kallsyms;
+
+use kallsyms::KernelSymbols;
+
 use hearth_profile::{
     Aggregate, BinaryId, BinaryInfo, ContainerKey, Function, Line, Location, Mapping, RawFrame,
     Report, ReportSample, Resource,
@@ -58,6 +61,8 @@ pub const DEFAULT_FILE_LIMIT: usize = 512;
 
 pub struct Symbolizer {
     blaze: Blaze,
+    /// Read on the first kernel frame, kept until the next reset.
+    kernel_symbols: Option<KernelSymbols>,
     user_cache: HashMap<(FileKey, u64), Arc<[SymbolLine]>>,
     kernel_cache: HashMap<u64, Arc<[SymbolLine]>>,
     /// Binaries parsed since the last reset of `blaze`.
@@ -117,6 +122,17 @@ fn placeholder(name: String) -> Arc<[SymbolLine]> {
     }])
 }
 
+const KALLSYMS: &str = "/proc/kallsyms";
+
+/// Kernel symbols are C, or Rust (mangled, `_R...`) in kernels with Rust
+/// code; the latter are shown demangled, without their hash.
+fn demangle_kernel(name: &str) -> String {
+    match rustc_demangle::try_demangle(name) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => name.to_string(),
+    }
+}
+
 fn new_blaze() -> Blaze {
     Blaze::builder()
         .enable_code_info(true)
@@ -129,6 +145,7 @@ impl Symbolizer {
     pub fn new() -> Self {
         Symbolizer {
             blaze: new_blaze(),
+            kernel_symbols: None,
             user_cache: HashMap::new(),
             kernel_cache: HashMap::new(),
             files: std::collections::HashSet::new(),
@@ -148,6 +165,7 @@ impl Symbolizer {
     fn enforce_limits(&mut self) {
         if self.files.len() > self.file_limit {
             self.blaze = new_blaze();
+            self.kernel_symbols = None;
             self.files.clear();
             self.stats.resets += 1;
         }
@@ -230,27 +248,28 @@ impl Symbolizer {
         if todo.is_empty() {
             return;
         }
-        let kernel = Kernel {
-            kallsyms: MaybeDefault::Default,
-            vmlinux: MaybeDefault::None,
-            ..Default::default()
-        };
-        let results = self
-            .blaze
-            .symbolize(&Source::Kernel(kernel), Input::AbsAddr(&todo))
-            .unwrap_or_default();
-        for (i, addr) in todo.iter().enumerate() {
-            let lines = match results.get(i) {
-                Some(Symbolized::Sym(sym)) => {
+        let symbols = self.kernel_symbols.get_or_insert_with(|| {
+            KernelSymbols::load(std::path::Path::new(KALLSYMS)).unwrap_or_else(|e| {
+                tracing::warn!("cannot read {KALLSYMS}, kernel frames stay unnamed: {e}");
+                KernelSymbols::parse(Vec::new())
+            })
+        });
+        for addr in todo {
+            let lines = match symbols.find(addr) {
+                Some(sym) => {
                     self.stats.resolved += 1;
-                    Arc::from(convert(sym))
+                    Arc::from(vec![SymbolLine {
+                        name: demangle_kernel(sym.name).into(),
+                        file: None,
+                        line: 0,
+                    }])
                 }
-                _ => {
+                None => {
                     self.stats.unresolved += 1;
                     placeholder(format!("[kernel] {addr:#x}"))
                 }
             };
-            self.kernel_cache.insert(*addr, lines);
+            self.kernel_cache.insert(addr, lines);
         }
     }
 

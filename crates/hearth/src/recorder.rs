@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
@@ -185,6 +185,27 @@ impl Drop for GatedChild {
     }
 }
 
+/// A pidfd of `pid`, readable once the process has exited, where the
+/// kernel has them (Linux 5.3 and later).
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: the fd was just created and is owned by nobody else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Longest wait between two drains of the ring buffers. Drains are
+/// otherwise driven by the rings' wake-up mark, so this only matters on
+/// quiet machines and for noticing a stop request (a signal) that did not
+/// interrupt the wait.
+const MAX_WAIT: Duration = Duration::from_millis(250);
+/// Without a pidfd, a command's exit is noticed by polling it this often.
+const CHILD_POLL: Duration = Duration::from_millis(20);
+/// How often the processes of `--pid` are checked for being alive.
+const PIDS_POLL: Duration = Duration::from_millis(200);
+
 fn now_unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -287,8 +308,20 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
     let mut batch = Batch::new();
     let mut child_status = None;
     let mut last_alive_check = Instant::now();
+    // The command's exit ends a wait at once, so waits can be long.
+    let child_exit = child.as_ref().and_then(|c| pidfd_open(c.pid));
+    let also: Vec<BorrowedFd<'_>> = child_exit.iter().map(|fd| fd.as_fd()).collect();
+    let max_wait = match &opts.target {
+        RecordTarget::Command(_) if child_exit.is_none() => CHILD_POLL,
+        RecordTarget::Pids(_) => PIDS_POLL,
+        _ => MAX_WAIT,
+    };
     loop {
-        session.wait(Duration::from_millis(20));
+        let wait = match opts.duration {
+            Some(d) => max_wait.min(d.saturating_sub(started.elapsed())),
+            None => max_wait,
+        };
+        session.wait_or(wait, &also);
         let finished = stop.load(Ordering::Relaxed)
             || opts.duration.is_some_and(|d| started.elapsed() >= d)
             || match &mut child {
@@ -299,9 +332,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
                 None => false,
             }
             || match &opts.target {
-                RecordTarget::Pids(pids)
-                    if last_alive_check.elapsed() > Duration::from_millis(200) =>
-                {
+                RecordTarget::Pids(pids) if last_alive_check.elapsed() >= PIDS_POLL => {
                     last_alive_check = Instant::now();
                     !pids.iter().any(|&p| pid_alive(p))
                 }

@@ -5,29 +5,43 @@ use hearth_profile::{GroupBy, Report, ReportSample, Resource};
 /// Frame for processes outside any container.
 pub const HOST_FRAME: &str = "[host]";
 
-/// Container frame: its Kubernetes name, else the short id.
-fn container_frame(r: &Resource) -> String {
-    if let Some(name) = r.attribute("k8s.container.name") {
-        return name.to_string();
-    }
-    match r.attribute("container.id") {
-        Some(id) => format!("container {}", &id[..id.len().min(12)]),
-        None => HOST_FRAME.to_string(),
+/// A container's label: its Kubernetes name, else `container <short id>`.
+/// Shared with the profile page, so that both name containers alike.
+pub fn container_label(name: Option<&str>, id: Option<&str>) -> Option<String> {
+    match (name, id) {
+        (Some(name), _) => Some(name.to_string()),
+        (None, Some(id)) => Some(format!("container {}", &id[..id.len().min(12)])),
+        (None, None) => None,
     }
 }
 
-/// Pod frame: `namespace/name`, else the UID from the cgroup path.
+/// A pod's label: `namespace/name`, else `pod <uid>` (the UID from the
+/// cgroup path, when the API server has not named the pod).
+pub fn pod_label(namespace: Option<&str>, name: Option<&str>, uid: Option<&str>) -> Option<String> {
+    match (namespace, name, uid) {
+        (Some(ns), Some(name), _) => Some(format!("{ns}/{name}")),
+        (_, _, Some(uid)) => Some(format!("pod {uid}")),
+        _ => None,
+    }
+}
+
+/// Container frame: its label, else the host frame.
+fn container_frame(r: &Resource) -> String {
+    container_label(
+        r.attribute("k8s.container.name"),
+        r.attribute("container.id"),
+    )
+    .unwrap_or_else(|| HOST_FRAME.to_string())
+}
+
+/// Pod frame: its label, else `[no pod]`.
 fn pod_frame(r: &Resource) -> String {
-    match (
+    pod_label(
         r.attribute("k8s.namespace.name"),
         r.attribute("k8s.pod.name"),
-    ) {
-        (Some(ns), Some(name)) => format!("{ns}/{name}"),
-        _ => match r.attribute("k8s.pod.uid") {
-            Some(uid) => format!("pod {uid}"),
-            None => "[no pod]".to_string(),
-        },
-    }
+        r.attribute("k8s.pod.uid"),
+    )
+    .unwrap_or_else(|| "[no pod]".to_string())
 }
 
 /// Frames to put above the process name, outermost first.

@@ -139,21 +139,22 @@ impl Selection {
     }
 }
 
+/// The pod's label, as the exported flame graphs name it.
 fn pod_label(g: &Group) -> Option<String> {
     let pod = g.pod.as_ref()?;
-    Some(match (&pod.namespace, &pod.name, &pod.uid) {
-        (Some(ns), Some(name), _) => format!("{ns}/{name}"),
-        (None, Some(name), _) => name.to_string(),
-        (_, None, Some(uid)) => format!("pod {uid}"),
-        (_, None, None) => "[pod]".to_string(),
-    })
+    Some(
+        hearth_export::grouping::pod_label(
+            pod.namespace.as_deref(),
+            pod.name.as_deref(),
+            pod.uid.as_deref(),
+        )
+        .unwrap_or_else(|| "[pod]".to_string()),
+    )
 }
 
+/// The container's label, as the exported flame graphs name it.
 fn container_label(c: &crate::history::ContainerRef) -> String {
-    match &c.name {
-        Some(name) => name.to_string(),
-        None => format!("container {}", &c.id[..c.id.len().min(12)]),
-    }
+    hearth_export::grouping::container_label(c.name.as_deref(), Some(&c.id)).unwrap_or_default()
 }
 
 /// Windows that overlap `[from, to)`, in nanoseconds since the epoch.

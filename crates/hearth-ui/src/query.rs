@@ -273,7 +273,7 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
     // (pod key, container id, process name)
     type ProcessKey = (Option<String>, Option<Arc<str>>, Arc<str>);
     let mut by_process: HashMap<ProcessKey, Tally> = HashMap::new();
-    let mut labels: HashMap<Option<String>, String> = HashMap::new();
+    let mut pod_labels: HashMap<String, String> = HashMap::new();
     let mut container_labels: HashMap<Arc<str>, String> = HashMap::new();
     // Samples per group (process) first: one map update per entry, and
     // the rest once per group.
@@ -293,8 +293,8 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
         };
         let pod = pod_key(g);
         if let Some(p) = &pod {
-            labels
-                .entry(Some(p.clone()))
+            pod_labels
+                .entry(p.clone())
                 .or_insert_with(|| pod_label(g).unwrap_or_default());
         }
         if let Some(c) = &g.container {
@@ -354,13 +354,13 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
     };
     // Top level: pods, containers outside pods, and the host, by samples.
     enum Top {
-        Pod(Option<String>, HashMap<Option<Arc<str>>, ContainerProcs>),
+        Pod(String, HashMap<Option<Arc<str>>, ContainerProcs>),
         Container(Arc<str>, ContainerProcs),
         Host(ContainerProcs),
     }
     let mut tops: Vec<(u64, Top)> = Vec::new();
     for (pod, containers) in pods {
-        if pod.is_some() {
+        if let Some(pod) = pod {
             let n = containers.values().map(&sum_procs).sum();
             tops.push((n, Top::Pod(pod, containers)));
             continue;
@@ -374,7 +374,7 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
         }
     }
     let top_key = |t: &Top| match t {
-        Top::Pod(p, _) => format!("0{}", p.as_deref().unwrap_or("")),
+        Top::Pod(p, _) => format!("0{p}"),
         Top::Container(id, _) => format!("1{id}"),
         Top::Host(_) => "2".to_string(),
     };
@@ -386,11 +386,10 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
     for (n, top) in tops {
         match top {
             Top::Pod(pod, containers) => {
-                let key = pod.clone().unwrap_or_default();
                 rows.push(Row {
-                    key: format!("pod:{key}"),
+                    key: format!("pod:{pod}"),
                     kind: "pod",
-                    label: labels.get(&pod).cloned().unwrap_or(key),
+                    label: pod_labels.get(&pod).cloned().unwrap_or_else(|| pod.clone()),
                     depth: 0,
                     samples: n,
                     share: share(n),

@@ -222,21 +222,23 @@ fn selection_and_range(h: &History, p: &Params) -> Result<(Selection, TimeRange)
     Ok((sel, range))
 }
 
+/// The overview with what only the server knows beside it.
+#[derive(serde::Serialize)]
+struct OverviewAnswer<'a> {
+    #[serde(flatten)]
+    overview: query::Overview,
+    host: Option<&'a str>,
+    history_bytes: usize,
+}
+
 async fn overview(State(state): State<AppState>, Query(p): Query<Params>) -> Response {
-    let host = state.info.host.clone();
+    let info = state.info.clone();
     with_history(&state, move |h| match selection_and_range(h, &p) {
-        Ok((sel, range)) => {
-            let o = query::overview(h, range, &sel);
-            let mut v = match serde_json::to_value(&o) {
-                Ok(v) => v,
-                Err(e) => return bad_request(e),
-            };
-            if let Some(map) = v.as_object_mut() {
-                map.insert("host".into(), serde_json::Value::from(host));
-                map.insert("history_bytes".into(), serde_json::Value::from(h.bytes()));
-            }
-            json(&v)
-        }
+        Ok((sel, range)) => json(&OverviewAnswer {
+            overview: query::overview(h, range, &sel),
+            host: info.host.as_deref(),
+            history_bytes: h.bytes(),
+        }),
         Err(r) => *r,
     })
     .await

@@ -78,10 +78,7 @@ impl HistorySink {
                 allow_any_host: opts.allow_remote,
             },
         );
-        let shown = match listener.local_addr() {
-            Ok(a) => a,
-            Err(_) => opts.listen,
-        };
+        let shown = listener.local_addr().unwrap_or(opts.listen);
         if opts.allow_remote {
             tracing::warn!("profile page on http://{shown}/ (reachable beyond this machine)");
         } else {

@@ -52,6 +52,15 @@ async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("page never showed {css}: {e}"))
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -196,7 +205,7 @@ fn page_shows_workload_flame_graph_search_compare_and_pprof() {
             "only leaf_seventy frames may be highlighted: {others:?}"
         );
 
-        // Hovering a frame tells its share.
+        // Clicking a frame zooms into it.
         hit.click().await.expect("zoom into leaf_seventy");
         let zoomed = c
             .find(Locator::Css("#reset-zoom"))
@@ -214,12 +223,7 @@ fn page_shows_workload_flame_graph_search_compare_and_pprof() {
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "the screenshot is a PNG");
         let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
         assert!(width >= 1000, "screenshot width {width}");
-        c.find(Locator::Css("#reset-zoom"))
-            .await
-            .expect("reset")
-            .click()
-            .await
-            .expect("reset zoom");
+        click(c, "#reset-zoom").await;
 
         // 4. The download link gives a pprof profile of the selection.
         let href = c
@@ -255,32 +259,17 @@ fn page_shows_workload_flame_graph_search_compare_and_pprof() {
         );
 
         // 5. Top functions list the hot function first.
-        c.find(Locator::Css(".tabs button[data-tab=top]"))
-            .await
-            .expect("top tab")
-            .click()
-            .await
-            .expect("open top functions");
+        click(c, ".tabs button[data-tab=top]").await;
         let first = wait_for(c, "#top tbody tr").await;
         assert_eq!(
             first.attr("data-name").await.ok().flatten().as_deref(),
             Some("leaf_seventy"),
             "the first top function"
         );
-        c.find(Locator::Css(".tabs button[data-tab=flame]"))
-            .await
-            .expect("flame tab")
-            .click()
-            .await
-            .expect("back to the flame graph");
+        click(c, ".tabs button[data-tab=flame]").await;
 
         // 6. Comparing two ranges draws a differential graph.
-        c.find(Locator::Css("#compare"))
-            .await
-            .expect("compare box")
-            .click()
-            .await
-            .expect("compare");
+        click(c, "#compare").await;
         let started = Instant::now();
         loop {
             let legend = text_of(c, "#legend").await;

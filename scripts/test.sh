@@ -10,6 +10,17 @@ cd "$root"
 
 bash scripts/setup-tests.sh
 
+# A clean run builds every test binary once; incremental state would only
+# add gigabytes to target/. A linker that runs out of disk dies with a bus
+# error that names no cause, so say how much room there is up front.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+mkdir -p target
+free_kib="$(df -Pk target | awk 'NR == 2 { print $4 }')"
+echo "test: $((free_kib / 1024 / 1024)) GiB free for target/"
+if [ "$free_kib" -lt $((6 * 1024 * 1024)) ]; then
+    echo "test: warning: less than 6 GiB free; a clean build of the tests needs about that" >&2
+fi
+
 echo "test: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test: cargo clippy --all-targets -- -D warnings"

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use browser::{free_port, http_get, Browser};
 use common::*;
+use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::{Client, Locator};
 use prost::Message;
 
@@ -71,6 +72,28 @@ async fn text_of(c: &Client, css: &str) -> String {
 }
 
 /// Percentage in a text such as "Matched 69.8% in 1 frames".
+/// The hover tooltip's text once the page shows it.
+async fn visible_tooltip(c: &Client) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = c
+            .execute(
+                "const t = document.getElementById('tooltip'); return t.hidden ? null : t.textContent",
+                vec![],
+            )
+            .await
+            .expect("read the tooltip");
+        if let Some(text) = shown.as_str() {
+            return text.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tooltip after hovering a frame"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn percent_in(text: &str) -> Option<f64> {
     let end = text.find('%')?;
     let start = text[..end]
@@ -203,6 +226,25 @@ fn page_shows_workload_flame_graph_search_compare_and_pprof() {
         assert!(
             !others.is_empty() && others.iter().all(|n| n.contains("leaf_seventy")),
             "only leaf_seventy frames may be highlighted: {others:?}"
+        );
+
+        // Hovering a frame shows its name and its share of the selection.
+        let pointer = MouseActions::new("mouse".to_string()).then(PointerAction::MoveToElement {
+            element: hit.clone(),
+            duration: Some(Duration::from_millis(50)),
+            x: 0.0,
+            y: 0.0,
+        });
+        c.perform_actions(pointer).await.expect("move the pointer");
+        let tip = visible_tooltip(c).await;
+        println!("hover: {tip:?}");
+        let mut lines = tip.lines();
+        assert_eq!(lines.next(), Some("leaf_seventy"), "tooltip: {tip:?}");
+        let hovered = lines.next().and_then(percent_in).unwrap_or(0.0);
+        assert!(
+            hovered > 40.0 && hovered <= matched + 0.05,
+            "the hovered leaf_seventy frame holds {hovered}% of the selection; \
+             every leaf_seventy frame together {matched}%"
         );
 
         // Clicking a frame zooms into it.

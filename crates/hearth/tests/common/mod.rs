@@ -108,6 +108,17 @@ impl Drop for TempDir {
     }
 }
 
+/// A child process that is killed and reaped when this goes out of scope,
+/// a failing assertion included, so that no busy helper outlives its test.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run command");
     let stderr = String::from_utf8_lossy(&out.stderr);

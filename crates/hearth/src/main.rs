@@ -253,9 +253,6 @@ fn otlp_config(
             .then(|| file.protocol.clone())
             .flatten()
     });
-    if let Some(p) = &protocol_override {
-        parse_protocol(p)?;
-    }
     let endpoint_override = args.endpoint.clone().or_else(|| {
         (!env_has("ENDPOINT"))
             .then(|| file.endpoint.clone())

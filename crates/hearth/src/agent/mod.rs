@@ -77,6 +77,17 @@ impl Default for AgentOptions {
     }
 }
 
+impl AgentOptions {
+    /// The name of the machine being profiled: in a pod the UTS name is the
+    /// pod's, so the node name comes first when there is one.
+    pub fn host_name(&self) -> Option<String> {
+        self.kubernetes
+            .as_ref()
+            .map(|k| k.node_name.clone())
+            .or_else(crate::enrich::host_name)
+    }
+}
+
 /// Runs until `stop` is set (SIGTERM/SIGINT), then sends the last window
 /// and returns.
 pub fn run(
@@ -99,12 +110,7 @@ pub fn run(
         runtime.spawn(server::serve(listener, metrics.clone()));
     }
     if let Some(ui) = &opts.ui {
-        let host = opts
-            .kubernetes
-            .as_ref()
-            .map(|k| k.node_name.clone())
-            .or_else(crate::enrich::host_name);
-        let sink = ui_sink::HistorySink::start(ui, host, &runtime, &metrics)?;
+        let sink = ui_sink::HistorySink::start(ui, opts.host_name(), &runtime, &metrics)?;
         sinks.push(Box::new(sink));
     }
     if let Some(config) = opts.otlp.clone() {

@@ -11,7 +11,7 @@ use hearth_symbolize::{RecordingInfo, Symbolizer};
 use super::metrics::AgentMetrics;
 use super::sampling::Window;
 use super::{AgentOptions, ReportSink};
-use crate::enrich::{host_name, Enricher};
+use crate::enrich::Enricher;
 
 pub fn run(
     windows: Receiver<Window>,
@@ -23,12 +23,7 @@ pub fn run(
     // Symbol caches live as long as the agent: each address is resolved once.
     let mut symbolizer = Symbolizer::new();
     let default_attributes = AttributeConfig::default();
-    // In a pod the UTS name is the pod's; the node name is the host's.
-    let host = opts
-        .kubernetes
-        .as_ref()
-        .map(|k| k.node_name.clone())
-        .or_else(host_name);
+    let host = opts.host_name();
     for window in windows {
         let started = Instant::now();
         let mut report = symbolizer.report(

@@ -31,15 +31,7 @@ fn no_endpoint_means_no_connection_to_4317_or_4318() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     // Nothing in the environment may point it anywhere.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OTEL_")
-            || k == "KUBECONFIG"
-            || k == "KUBERNETES_SERVICE_HOST"
-            || k == "KUBERNETES_NODE_NAME"
-        {
-            cmd.env_remove(k);
-        }
-    }
+    without_agent_env(&mut cmd);
     let mut agent = cmd.spawn().expect("start agent");
     let started = Instant::now();
     let mut connections = 0;

@@ -308,11 +308,8 @@ fn clock_ticks_per_second() -> f64 {
 
 /// Starts a workload in the background for `secs` seconds.
 fn spawn_workload(path: &Path, secs: &str) -> std::process::Child {
-    let child = Command::new(path)
-        .arg(secs)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start workload");
+    let child =
+        spawn_copied(Command::new(path).arg(secs).stdout(Stdio::null())).expect("start workload");
     // Let it reach its main loop.
     std::thread::sleep(Duration::from_millis(200));
     child
@@ -335,11 +332,12 @@ fn whole_machine_mode_sees_a_running_workload() {
     let dd = dir.path("hearth_dd");
     std::fs::copy("/bin/dd", &dd).expect("copy dd");
     let syscalls = KillOnDrop(
-        Command::new(&dd)
-            .args(["if=/dev/zero", "of=/dev/null", "bs=65536"])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dd"),
+        spawn_copied(
+            Command::new(&dd)
+                .args(["if=/dev/zero", "of=/dev/null", "bs=65536"])
+                .stderr(Stdio::null()),
+        )
+        .expect("start dd"),
     );
     let folded = dir.path("m.folded");
     // CPU time of the workload over the recording window only (hearth

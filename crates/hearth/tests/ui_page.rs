@@ -71,7 +71,6 @@ async fn text_of(c: &Client, css: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Percentage in a text such as "Matched 69.8% in 1 frames".
 /// The hover tooltip's text once the page shows it.
 async fn visible_tooltip(c: &Client) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -94,6 +93,7 @@ async fn visible_tooltip(c: &Client) -> String {
     }
 }
 
+/// Percentage in a text such as "Matched 69.8% in 1 frames".
 fn percent_in(text: &str) -> Option<f64> {
     let end = text.find('%')?;
     let start = text[..end]
@@ -119,10 +119,7 @@ fn page_shows_workload_flame_graph_search_compare_and_pprof() {
     let exe = dir.path(WORKLOAD);
     std::fs::copy(workload("split_c"), &exe).expect("copy the workload");
     let _workload = Killed(
-        Command::new(&exe)
-            .arg("300")
-            .stdout(Stdio::null())
-            .spawn()
+        spawn_copied(Command::new(&exe).arg("300").stdout(Stdio::null()))
             .expect("start the workload"),
     );
     let port = free_port();
@@ -133,11 +130,7 @@ fn page_shows_workload_flame_graph_search_compare_and_pprof() {
         .args(["--ui-listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OTEL_") || k == "KUBECONFIG" || k == "KUBERNETES_NODE_NAME" {
-            agent.env_remove(k);
-        }
-    }
+    without_agent_env(&mut agent);
     let mut agent = Killed(agent.spawn().expect("start the agent"));
     let stderr = agent.0.stderr.take();
 

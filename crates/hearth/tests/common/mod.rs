@@ -108,6 +108,39 @@ impl Drop for TempDir {
     }
 }
 
+/// Clears every variable that could point an agent at a collector or a
+/// cluster (`OTEL_*`, kubeconfig, in-cluster discovery, node name).
+pub fn without_agent_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_")
+            || k == "KUBECONFIG"
+            || k == "KUBERNETES_SERVICE_HOST"
+            || k == "KUBERNETES_NODE_NAME"
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Spawns `cmd`, retrying for up to a second while its executable is
+/// "busy" (ETXTBSY). Tests copy workloads under names of their own, and a
+/// process forked by another test thread while a copy was still open for
+/// writing holds that file descriptor until it execs: starting the copy
+/// then fails although the copy is complete.
+pub fn spawn_copied(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A child process that is killed and reaped when this goes out of scope,
 /// a failing assertion included, so that no busy helper outlives its test.
 pub struct KillOnDrop(pub Child);
@@ -186,10 +219,7 @@ impl CgroupPlacement {
                 created.push(dir.clone());
             }
         }
-        let child = Command::new(workload)
-            .arg("8")
-            .stdout(Stdio::null())
-            .spawn()
+        let child = spawn_copied(Command::new(workload).arg("8").stdout(Stdio::null()))
             .expect("start workload");
         let placement = CgroupPlacement {
             root,

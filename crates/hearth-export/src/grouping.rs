@@ -10,7 +10,11 @@ pub const HOST_FRAME: &str = "[host]";
 pub fn container_label(name: Option<&str>, id: Option<&str>) -> Option<String> {
     match (name, id) {
         (Some(name), _) => Some(name.to_string()),
-        (None, Some(id)) => Some(format!("container {}", &id[..id.len().min(12)])),
+        // By characters: the page passes ids from its query string.
+        (None, Some(id)) => Some(format!(
+            "container {}",
+            id.chars().take(12).collect::<String>()
+        )),
         (None, None) => None,
     }
 }

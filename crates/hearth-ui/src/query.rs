@@ -708,7 +708,9 @@ fn selection_label(sel: &Selection) -> String {
         Selection::All => "all".into(),
         Selection::Host => "host".into(),
         Selection::Pod(k) => k.clone(),
-        Selection::Container(id) => format!("container {}", &id[..id.len().min(12)]),
+        Selection::Container(id) => {
+            hearth_export::grouping::container_label(None, Some(id)).unwrap_or_default()
+        }
         Selection::Process { name, .. } => name.clone(),
     }
 }

@@ -85,6 +85,14 @@ fn selections_narrow_the_graph_and_drop_the_levels_above() {
     // The same process name elsewhere is another selection.
     assert_eq!(total("process:host:nginx"), 0);
     assert_eq!(total("pod:nope/nope"), 0);
+    // Ids come from the query string: a multi-byte character where the
+    // label cuts the id (at 12) is no reason to fail.
+    let odd = Selection::parse("container:aéééééé").unwrap();
+    let f = query::flame(&h, &odd, TimeRange::ALL);
+    assert_eq!(
+        (f.total, f.names[f.root.n as usize].as_str()),
+        (0, "container aéééééé")
+    );
 
     let f = query::flame(
         &h,

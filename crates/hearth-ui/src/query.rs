@@ -454,13 +454,14 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
         }
     }
 
-    let selected_of = |w: &Window| -> u64 {
+    let mut in_selection = group_matcher(history, selection);
+    let mut selected_of = |w: &Window| -> u64 {
         if *selection == Selection::All {
             return w.samples;
         }
         w.entries
             .iter()
-            .filter(|e| history.group(e.group).is_some_and(|g| selection.matches(g)))
+            .filter(|e| in_selection(e.group))
             .map(|e| u64::from(e.count))
             .sum()
     };
@@ -491,16 +492,24 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
     }
 }
 
+/// Whether a group is in the selection, worked out once per group: a
+/// pod selection builds the pod's key to compare it.
+fn group_matcher<'a>(history: &'a History, sel: &'a Selection) -> impl FnMut(u32) -> bool + 'a {
+    let mut known: IdMap<u32, bool> = IdMap::default();
+    move |group| {
+        *known
+            .entry(group)
+            .or_insert_with(|| history.group(group).is_some_and(|g| sel.matches(g)))
+    }
+}
+
 /// Sums a selection's samples over a range, per (group, stack).
 fn collect(history: &History, range: TimeRange, sel: &Selection) -> IdMap<(u32, u32), u64> {
-    let mut matches: IdMap<u32, bool> = IdMap::default();
+    let mut in_selection = group_matcher(history, sel);
     let mut out: IdMap<(u32, u32), u64> = IdMap::default();
     for w in windows_in(history, range) {
         for e in &w.entries {
-            let m = *matches
-                .entry(e.group)
-                .or_insert_with(|| history.group(e.group).is_some_and(|g| sel.matches(g)));
-            if m {
+            if in_selection(e.group) {
                 *out.entry((e.group, e.stack)).or_default() += u64::from(e.count);
             }
         }

@@ -780,32 +780,38 @@ pub fn top(history: &History, sel: &Selection, range: TimeRange, limit: usize) -
         *per_stack.entry(stack).or_default() += count;
         total += count;
     }
-    let mut by_frame: IdMap<FrameId, (u64, u64)> = IdMap::default();
-    let mut seen: Vec<FrameId> = Vec::new();
+    // One line per function (name and kind), whatever file it came from:
+    // frames are mapped to their function once, and a function's total
+    // counts once per stack (recursion, or one name from two files).
+    let mut function_of: IdMap<FrameId, Option<usize>> = IdMap::default();
+    let mut index: HashMap<(Arc<str>, FrameKind), usize> = HashMap::new();
+    // (self, total) of each function of `index`.
+    let mut counts: Vec<(u64, u64)> = Vec::new();
+    let mut seen: Vec<usize> = Vec::new();
     for (stack, count) in per_stack {
         seen.clear();
         let frames = history.stack(stack);
         for (i, &f) in frames.iter().enumerate() {
-            let e = by_frame.entry(f).or_default();
+            let function = *function_of.entry(f).or_insert_with(|| {
+                let frame = history.frame(f)?;
+                let key = (frame.name.clone(), frame.kind);
+                Some(*index.entry(key).or_insert_with(|| {
+                    counts.push((0, 0));
+                    counts.len() - 1
+                }))
+            });
+            let Some(function) = function else {
+                continue;
+            };
+            let e = &mut counts[function];
             if i + 1 == frames.len() {
                 e.0 += count;
             }
-            // Recursion: count a function's total once per stack.
-            if !seen.contains(&f) {
+            if !seen.contains(&function) {
                 e.1 += count;
-                seen.push(f);
+                seen.push(function);
             }
         }
-    }
-    // The same function may come from several files: one line per name.
-    let mut by_name: HashMap<(Arc<str>, FrameKind), (u64, u64)> = HashMap::new();
-    for (f, (s, t)) in by_frame {
-        let Some(frame) = history.frame(f) else {
-            continue;
-        };
-        let e = by_name.entry((frame.name.clone(), frame.kind)).or_default();
-        e.0 += s;
-        e.1 = (e.1 + t).min(total);
     }
     let share = |n: u64| {
         if total == 0 {
@@ -814,15 +820,18 @@ pub fn top(history: &History, sel: &Selection, range: TimeRange, limit: usize) -
             n as f64 / total as f64
         }
     };
-    let mut functions: Vec<TopFunction> = by_name
+    let mut functions: Vec<TopFunction> = index
         .into_iter()
-        .map(|((name, kind), (s, t))| TopFunction {
-            name: name.to_string(),
-            kind,
-            self_samples: s,
-            total_samples: t,
-            self_share: share(s),
-            total_share: share(t),
+        .map(|((name, kind), i)| {
+            let (s, t) = counts[i];
+            TopFunction {
+                name: name.to_string(),
+                kind,
+                self_samples: s,
+                total_samples: t,
+                self_share: share(s),
+                total_share: share(t),
+            }
         })
         .collect();
     functions.sort_by(|a, b| {

@@ -249,6 +249,35 @@ fn top_functions_count_recursion_once() {
 }
 
 #[test]
+fn top_functions_count_a_name_from_two_files_once_per_stack() {
+    let mut b = Builder::new(1_000, 5);
+    b.sample(0, 1, "app", &["main", "step", "lib_step"], 6);
+    b.sample(0, 1, "app", &["main", "other"], 4);
+    let mut r = b.build();
+    // `lib_step` becomes a second `step`, from another file: one name,
+    // two frames, in the same stacks.
+    r.mappings.push(hearth_profile::Mapping {
+        path: std::sync::Arc::from("/usr/lib/libstep.so"),
+        build_id: None,
+        kernel: false,
+    });
+    let lib = r.mappings.len() - 1;
+    for l in &mut r.locations {
+        let f = l.lines[0].function;
+        if &*r.functions[f].name == "lib_step" {
+            r.functions[f].name = std::sync::Arc::from("step");
+            l.mapping = Some(lib);
+        }
+    }
+    let h = history_of(&[r]);
+    let t = query::top(&h, &Selection::All, TimeRange::ALL, 100);
+    assert_eq!(t.total, 10);
+    let step: Vec<_> = t.functions.iter().filter(|f| f.name == "step").collect();
+    assert_eq!(step.len(), 1, "one line per function name");
+    assert_eq!((step[0].self_samples, step[0].total_samples), (6, 6));
+}
+
+#[test]
 fn pprof_of_a_selection_round_trips() {
     let h = history_of(&[machine_window(1_000, 10), machine_window(1_005, 30)]);
     let sel = Selection::parse("pod:shop/web-7d9f-x2").unwrap();

@@ -363,12 +363,16 @@ impl History {
             self.stats.windows_expired += 1;
         }
         let live = self.frames.len() + self.stacks.len() + self.groups.len();
-        if live > 2 * self.live_after_compaction + 4096 {
+        let grown = live > 2 * self.live_after_compaction + 4096;
+        if grown {
             self.compact();
         }
         if self.bytes() > self.config.max_bytes {
-            // Tables may hold what expired windows used: drop that first.
-            self.compact();
+            // Tables may hold what expired windows used: drop that first
+            // (unless that was just done).
+            if !grown {
+                self.compact();
+            }
             let mut rounds = 0;
             while self.bytes() > self.config.max_bytes && self.windows.len() > 1 && rounds < 8 {
                 // Drop the oldest windows until they fit beside the tables

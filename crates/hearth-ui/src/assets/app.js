@@ -547,10 +547,12 @@
 
   async function refreshAll() {
     try {
-      await refreshOverview();
-      if (state.compare && !state.base) defaultBase();
-      describeRange();
-      drawTimeline();
+      await refreshOverview(); // draws the timeline and describes the range
+      if (state.compare && !state.base) {
+        defaultBase();
+        describeRange();
+        drawTimeline();
+      }
       await refreshView();
     } catch (e) {
       setStatus('error: ' + e.message);

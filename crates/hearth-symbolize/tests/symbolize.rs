@@ -124,6 +124,15 @@ fn unreadable_binary_gets_a_placeholder_name() {
     assert_eq!(names, vec!["[unknown] 0x99", "[unknown] libgone.so+0x1234"]);
 }
 
+/// Kallsyms shows zero addresses (not root): a SKIP line, or a failure
+/// when HEARTH_REQUIRE_PRIVILEGED is set.
+fn kallsyms_hidden(test: &str) {
+    if std::env::var("HEARTH_REQUIRE_PRIVILEGED").is_ok_and(|v| !v.is_empty() && v != "0") {
+        panic!("kallsyms addresses are hidden and HEARTH_REQUIRE_PRIVILEGED is set");
+    }
+    eprintln!("SKIP {test}: addresses hidden (not root)");
+}
+
 #[test]
 fn kernel_addresses_resolve_through_kallsyms() {
     // kallsyms shows real addresses to root only (kptr_restrict).
@@ -139,10 +148,7 @@ fn kernel_addresses_resolve_through_kallsyms() {
         return;
     };
     if addr == 0 {
-        if std::env::var("HEARTH_REQUIRE_PRIVILEGED").is_ok_and(|v| !v.is_empty() && v != "0") {
-            panic!("kallsyms addresses are hidden and HEARTH_REQUIRE_PRIVILEGED is set");
-        }
-        eprintln!("SKIP kernel_addresses_resolve_through_kallsyms: addresses hidden (not root)");
+        kallsyms_hidden("kernel_addresses_resolve_through_kallsyms");
         return;
     }
     let mut agg = Aggregate::new();
@@ -167,10 +173,7 @@ fn kallsyms_index_agrees_with_blazesym() {
 
     let index = KernelSymbols::load(std::path::Path::new("/proc/kallsyms")).unwrap();
     if index.is_empty() {
-        if std::env::var("HEARTH_REQUIRE_PRIVILEGED").is_ok_and(|v| !v.is_empty() && v != "0") {
-            panic!("kallsyms addresses are hidden and HEARTH_REQUIRE_PRIVILEGED is set");
-        }
-        eprintln!("SKIP kallsyms_index_agrees_with_blazesym: addresses hidden (not root)");
+        kallsyms_hidden("kallsyms_index_agrees_with_blazesym");
         return;
     }
     let text = std::fs::read_to_string("/proc/kallsyms").unwrap();

@@ -157,18 +157,22 @@ fn run_agent(endpoint: &str, protocol: &str, receiver: &Receiver) -> (String, u6
         started.elapsed()
     );
     assert!(!log.contains("panicked"), "{log}");
-    let reported: u64 = log
-        .lines()
-        .filter(|l| l.contains("agent stopping"))
-        .find_map(|l| {
-            let rest = l.split("samples_reported=").nth(1)?;
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
+    let reported = logged_count(&log, "agent stopping", "samples_reported=")
         .unwrap_or_else(|| panic!("no final counts in the agent log: {log}"));
     (log, reported)
+}
+
+/// The number after `key` on the first log line containing `line` where
+/// one follows.
+fn logged_count(log: &str, line: &str, key: &str) -> Option<u64> {
+    log.lines().filter(|l| l.contains(line)).find_map(|l| {
+        l.split(key)
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 fn check_export(transport: &str) {
@@ -212,17 +216,8 @@ fn check_export(transport: &str) {
 
     // The receiver writes a request down after answering it: wait until
     // it has written as many as the agent says it sent.
-    let sent: usize = log
-        .lines()
-        .find(|l| l.contains("exporter stopped"))
-        .and_then(|l| {
-            l.split("sent=")
-                .nth(1)?
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
+    let sent = logged_count(&log, "exporter stopped", "sent=")
+        .and_then(|n| usize::try_from(n).ok())
         .unwrap_or_else(|| panic!("no exporter totals in the agent log: {log}"));
     let waited = Instant::now();
     while receiver.requests().len() < sent && waited.elapsed() < Duration::from_secs(60) {

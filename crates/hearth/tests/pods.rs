@@ -69,11 +69,9 @@ fn record_groups_samples_by_pod_with_metadata_from_the_api() {
     let mine: u64 = stacks
         .iter()
         .filter(|s| {
-            s.frames.starts_with(&[
-                "shop/checkout-7d4b9c8f6d-q2w9x".to_string(),
-                "app".to_string(),
-                "checkout_app".to_string(),
-            ])
+            s.frames
+                .get(..3)
+                .is_some_and(|f| f == ["shop/checkout-7d4b9c8f6d-q2w9x", "app", "checkout_app"])
         })
         .map(|s| s.count)
         .sum();

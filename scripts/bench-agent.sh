@@ -246,7 +246,7 @@ for comp in ("none", "gzip"):
     errs = sum(1 for q in reqs if not q["summary"]["ok"])
     tot_s = sum(samples) or 1
     print(f"| {comp} | {len(reqs)} | {med(samples)} | {med(sizes)} | "
-          f"{sum(sizes) / max(sum(samples), 1):.1f} | {tcp_bytes / max(tcp_reqs, 1):.0f} | "
+          f"{sum(sizes) / tot_s:.1f} | {tcp_bytes / max(tcp_reqs, 1):.0f} | "
           f"{tcp_bytes / tot_s:.1f} | {enc}{'' if not errs else f' ({errs} invalid)'} |")
 print()
 EOF
@@ -271,9 +271,9 @@ while :; do
 	read -r -a st <"/proc/$agent_pid/stat"
 	# Fields 14 and 15 (utime, stime); comm has no spaces ("hearth").
 	ticks=$((st[13] + st[14]))
-	rss="$(awk '/^VmRSS:/ {print $2}' "/proc/$agent_pid/status")"
-	anon="$(awk '/^RssAnon:/ {print $2}' "/proc/$agent_pid/status")"
-	file="$(awk '/^RssFile:/ {print $2}' "/proc/$agent_pid/status")"
+	# One read of status, so that the three figures are of one moment.
+	read -r rss anon file < <(awk '/^VmRSS:/ {r = $2} /^RssAnon:/ {a = $2} /^RssFile:/ {f = $2}
+		END {print r, a, f}' "/proc/$agent_pid/status")
 	m="$(curl -sf "http://127.0.0.1:$metrics_port/metrics" || true)"
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$ticks" "$rss" "$anon" "$file" \
 		"$(cut -d' ' -f1 /proc/loadavg)" "$(metric hearth_samples_total "$m")" \

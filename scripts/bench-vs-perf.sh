@@ -71,17 +71,17 @@ die() {
 [[ $(id -u) -eq 0 ]] || die "needs root (whole-machine sampling)"
 command -v perf >/dev/null || die "perf not found (Debian: linux-perf)"
 [[ -x /usr/bin/time ]] || die "/usr/bin/time not found (Debian: time)"
-for w in split_c spawner shortlived; do
+for w in split_c split_rust spawner shortlived; do
 	[[ -x tests/workloads/build/$w ]] || die "tests/workloads/build/$w missing: run scripts/setup-tests.sh"
 done
 
-log "building hearth and split_rust (release)"
-cargo build --release -q -p hearth -p hearth-workload-split
+log "building hearth (release)"
+cargo build --release -q -p hearth
 target_dir="$(cargo metadata --format-version 1 --no-deps |
 	sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 hearth="$target_dir/release/hearth"
-split_rust="$target_dir/release/split_rust"
 build="$root/tests/workloads/build"
+split_rust="$build/split_rust"
 # Sets hearth_target and perf_target for a run whose files go to <dir>. In
 # command mode the profiler's own rusage includes the workload (its child),
 # so the workload is timed too (time.workload) and subtracted.

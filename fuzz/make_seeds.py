@@ -365,9 +365,28 @@ def elf_seeds():
                 write("elf_binary", "tiny-gcc", data)
 
 
+def ui_query_seeds():
+    # Selection text, then 0xff and up to three little-endian u64s (from ms,
+    # to ms, last seconds as f64 bits). The ids and names are those of
+    # hearth_fuzz::ui_window, so that selections match something.
+    cid = "c" * 64
+    sels = {
+        "all": "all", "host": "host", "pod": "pod:shop/web-1",
+        "container": "container:" + cid, "process": f"process:{cid}:web",
+        "process-host": "process:host:make",
+        # A multi-byte character where labels cut ids (at 12 characters).
+        "container-multibyte": "container:a" + "\u00e9" * 6,
+    }
+    for name, sel in sels.items():
+        write("ui_query", name, sel.encode())
+    write("ui_query", "pod-range", b"pod:shop/web-1\xff" + u64(1_000_000) + u64(1_010_000))
+    write("ui_query", "all-last", b"all\xff" + u64(0) + u64(0) + struct.pack("<d", 7.5))
+
+
 if __name__ == "__main__":
     perf_seeds()
     capture_seeds()
     batch_seeds()
     text_seeds()
     elf_seeds()
+    ui_query_seeds()

@@ -72,7 +72,8 @@ target_dir="$(cargo metadata --format-version 1 --no-deps |
 install -m 755 "$target_dir/release/split_rust" tests/workloads/build/split_rust
 log "workloads:"
 for bin in tests/workloads/build/split_c tests/workloads/build/spawner \
-	tests/workloads/build/shortlived tests/workloads/build/split_rust tests/workloads/build/many; do
+	tests/workloads/build/shortlived tests/workloads/build/split_rust tests/workloads/build/many \
+	tests/workloads/build/cutter tests/workloads/build/libcut.so; do
 	[[ -x $bin ]] || { log "error: $bin was not built" >&2; exit 1; }
 	log "  $bin"
 done

@@ -55,7 +55,30 @@ pub struct UnwindSections {
     pub got: Option<SectionRange>,
 }
 
+/// What a file looked like when it was opened: a file whose size or
+/// modification time moved since was written to (or truncated) under its
+/// mappings, and its parsed contents are no longer to be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        FileStamp {
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
 /// A parsed ELF file. The bytes stay memory-mapped; sections are ranges.
+///
+/// The file belongs to another process, which may truncate or rewrite it
+/// at any time: reads of pages that vanished see zeros rather than fault
+/// once [`crate::fault_guard`] is installed, every parser of these bytes
+/// accepts garbage, and [`Binary::changed`] tells the owner to reload.
 #[derive(Debug)]
 pub struct Binary {
     /// The path the process used.
@@ -66,6 +89,8 @@ pub struct Binary {
     pub build_id: Option<Arc<[u8]>>,
     pub segments: Vec<Segment>,
     pub sections: UnwindSections,
+    /// The file as it was parsed; `None` for images that cannot change.
+    stamp: Option<FileStamp>,
     data: Mmap,
     /// Kept open so the file stays reachable through `/proc/self/fd` after
     /// the process that mapped it is gone, or the file was deleted.
@@ -75,19 +100,22 @@ pub struct Binary {
 impl Binary {
     /// Opens and parses `open_path`. `path` is how processes name the file.
     pub fn open(path: Arc<str>, open_path: &str) -> Result<Binary, LoadError> {
-        let file = File::open(open_path).map_err(|source| LoadError::Open {
+        let open_err = |source| LoadError::Open {
             path: open_path.to_string(),
             source,
-        })?;
-        // SAFETY: the mapping is read-only. A file truncated under us could
-        // fault on access; executables in use cannot be written (ETXTBSY),
-        // and every range below is checked against the length at map time.
-        let data = unsafe { Mmap::map(&file) }.map_err(|source| LoadError::Open {
-            path: open_path.to_string(),
-            source,
-        })?;
+        };
+        let file = File::open(open_path).map_err(open_err)?;
+        // Taken before mapping: a change after this point shows as a
+        // different stamp, never as contents silently trusted.
+        let stamp = FileStamp::of(&file.metadata().map_err(open_err)?);
+        // SAFETY: the mapping is read-only. The file can still be truncated
+        // or rewritten by its owner: every range below is checked against
+        // the length at map time, reads of pages that vanished are turned
+        // into zeros by `fault_guard`, and `changed` notices the rewrite.
+        let data = unsafe { Mmap::map(&file) }.map_err(open_err)?;
         let mut b = Self::parse(path, open_path.into(), data)?;
         b.file = Some(file);
+        b.stamp = Some(stamp);
         Ok(b)
     }
 
@@ -142,6 +170,7 @@ impl Binary {
             build_id,
             segments,
             sections,
+            stamp: None,
             data,
             file: None,
         })
@@ -191,6 +220,19 @@ impl Binary {
         let mut b = Self::parse("[vdso]".into(), "[vdso]".into(), data)?;
         b.file = Some(file);
         Ok(b)
+    }
+
+    /// Whether the file was truncated or written since it was parsed (its
+    /// size or modification time moved), or cannot be checked any more.
+    /// One `fstat` of the descriptor kept open.
+    pub fn changed(&self) -> bool {
+        match (&self.file, self.stamp) {
+            (Some(f), Some(stamp)) => f
+                .metadata()
+                .map(|m| FileStamp::of(&m) != stamp)
+                .unwrap_or(true),
+            _ => false,
+        }
     }
 
     /// A path that reaches this very file for as long as this value lives.
@@ -259,6 +301,8 @@ pub struct CacheStats {
     pub loaded: u64,
     pub failed: u64,
     pub inode_mismatch: u64,
+    /// Binaries let go because their file changed after it was parsed.
+    pub changed: u64,
 }
 
 /// Binaries by identity. Failures are remembered too, so an unreadable
@@ -346,6 +390,26 @@ impl BinaryCache {
             Err(_) => false,
         });
         before - self.entries.len()
+    }
+
+    /// Takes out of the cache every binary whose file changed since it was
+    /// parsed (see [`Binary::changed`]), and returns them with their keys:
+    /// the next request for such a key parses the file as it is now.
+    pub fn take_changed(&mut self) -> Vec<(BinaryKey, Arc<Binary>)> {
+        let changed: Vec<BinaryKey> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.as_ref().is_ok_and(|b| b.changed()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::with_capacity(changed.len());
+        for key in changed {
+            if let Some(Ok(b)) = self.entries.remove(&key) {
+                self.stats.changed += 1;
+                out.push((key, b));
+            }
+        }
+        out
     }
 
     /// The vDSO image (see [`Binary::vdso`]), loaded on first use.
@@ -440,6 +504,7 @@ mod tests {
                 },
             ],
             sections: UnwindSections::default(),
+            stamp: None,
             data: memmap2::MmapOptions::new()
                 .len(1)
                 .map_anon()

@@ -6,11 +6,14 @@
 //!   input is outside data, so they never panic and are fuzzed.
 //! * [`binary`]: ELF files opened once and shared, keyed by device and
 //!   inode: build id, loadable segments and the sections unwinding needs.
+//! * [`fault_guard`]: a `SIGBUS` handler that turns reads of mapped files
+//!   cut short by their owners into zeros instead of a crash.
 //! * [`table`]: the live process table, kept current from the kernel's
 //!   mmap/comm/fork/exit records after an initial `/proc` scan.
 
 pub mod binary;
 pub mod container;
+pub mod fault_guard;
 pub mod procfs;
 pub mod table;
 

@@ -94,6 +94,8 @@ pub struct TableStats {
     pub mappings: u64,
     /// Processes first heard of through a sample (their creation was missed).
     pub late_discoveries: u64,
+    /// Mappings whose file changed under them and were parsed again.
+    pub remapped: u64,
 }
 
 /// A description of a new executable mapping (from MMAP2 or `/proc/<pid>/maps`).
@@ -247,8 +249,13 @@ impl ProcessTable {
             } else {
                 BinaryKey::Path(path.clone())
             };
-            let candidates =
-                self.candidate_paths(m.pid, m.start, m.start.saturating_add(m.len), m.path);
+            let candidates = candidate_paths(
+                &self.proc_root,
+                m.pid,
+                m.start,
+                m.start.saturating_add(m.len),
+                m.path,
+            );
             self.binaries.get(&key, &path, &candidates).ok()
         } else if m.path == "[vdso]" {
             self.binaries.vdso()
@@ -268,17 +275,47 @@ impl ProcessTable {
         });
     }
 
-    /// Paths that may reach the mapped file, best first: the mapping itself
-    /// (works even for deleted files), the file inside the process's mount
-    /// namespace, then the host path.
-    fn candidate_paths(&self, pid: u32, start: u64, end: u64, path: &str) -> Vec<String> {
-        let root = &self.proc_root;
-        let clean = path.strip_suffix(" (deleted)").unwrap_or(path);
-        vec![
-            format!("{root}/{pid}/map_files/{start:x}-{end:x}"),
-            format!("{root}/{pid}/root{clean}"),
-            clean.to_string(),
-        ]
+    /// Parses again the files that changed under their mappings (truncated
+    /// or written by their owner since Hearth parsed them), so that no
+    /// process keeps being unwound from contents that are gone. Mappings of
+    /// exited processes just lose their binary. Returns how many mappings
+    /// changed; their processes' generations move, so unwinders rebuild.
+    pub fn reload_changed_binaries(&mut self) -> usize {
+        let changed = self.binaries.take_changed();
+        if changed.is_empty() {
+            return 0;
+        }
+        let by_ptr: HashMap<*const Binary, BinaryKey> = changed
+            .iter()
+            .map(|(k, b)| (Arc::as_ptr(b), k.clone()))
+            .collect();
+        let mut remapped = 0;
+        for p in self.procs.values_mut() {
+            let mut touched = false;
+            for m in &mut p.mappings {
+                let Some(key) = m.binary.as_ref().and_then(|b| by_ptr.get(&Arc::as_ptr(b))) else {
+                    continue;
+                };
+                m.binary = if p.exited_at.is_some() {
+                    None
+                } else {
+                    let candidates =
+                        candidate_paths(&self.proc_root, p.pid, m.start, m.end, &m.path);
+                    self.binaries.get(key, &m.path, &candidates).ok()
+                };
+                m.bias = m
+                    .binary
+                    .as_ref()
+                    .and_then(|b| b.load_bias(m.start, m.pgoff));
+                touched = true;
+                remapped += 1;
+            }
+            if touched {
+                p.generation += 1;
+            }
+        }
+        self.stats.remapped += remapped as u64;
+        remapped
     }
 
     /// A thread or process was named (COMM). With `exec`, the process image
@@ -347,6 +384,18 @@ impl ProcessTable {
             .retain(|_, p| p.exited_at.is_none_or(|t| now.saturating_sub(t) < grace));
         before - self.procs.len()
     }
+}
+
+/// Paths that may reach the mapped file, best first: the mapping itself
+/// (works even for deleted files), the file inside the process's mount
+/// namespace, then the host path.
+fn candidate_paths(root: &str, pid: u32, start: u64, end: u64, path: &str) -> Vec<String> {
+    let clean = path.strip_suffix(" (deleted)").unwrap_or(path);
+    vec![
+        format!("{root}/{pid}/map_files/{start:x}-{end:x}"),
+        format!("{root}/{pid}/root{clean}"),
+        clean.to_string(),
+    ]
 }
 
 #[cfg(test)]

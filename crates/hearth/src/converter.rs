@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hearth_proc::container::{classify_cgroup, Classification};
+use hearth_proc::fault_guard;
 use hearth_proc::table::NewMapping;
 use hearth_proc::ProcessTable;
 use hearth_profile::{Aggregate, BinaryId, BinaryInfo, ContainerKey, RawFrame, ThreadInfo};
@@ -44,6 +45,8 @@ pub struct ConverterStats {
     pub lost_records: u64,
     /// Processes whose maps were re-read because a sample was unmapped.
     pub rescans: u64,
+    /// Mappings parsed again because their file changed under them.
+    pub remapped_files: u64,
 }
 
 /// The container of a process, and whether it must be read again.
@@ -75,6 +78,45 @@ pub struct Converter {
     /// Last time (kernel clock) each process's maps were re-read because a
     /// sample fell outside every known mapping (records were lost).
     rescanned: HashMap<u32, u64>,
+    /// [`fault_guard::faults`] when files were last checked for changes.
+    faults_seen: u64,
+    changed_files_log: ChangedFilesLog,
+}
+
+/// Says that files changed under their mappings: once when it first
+/// happens, then at most one summary a minute while it goes on.
+#[derive(Default)]
+struct ChangedFilesLog {
+    last_line: Option<std::time::Instant>,
+    logged_remaps: u64,
+    logged_faults: u64,
+}
+
+impl ChangedFilesLog {
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn note(&mut self, remapped_total: u64, faults_total: u64) {
+        if remapped_total == self.logged_remaps && faults_total == self.logged_faults {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .last_line
+            .is_some_and(|t| now.duration_since(t) < Self::PERIOD)
+        {
+            return;
+        }
+        tracing::warn!(
+            remapped = remapped_total - self.logged_remaps,
+            zero_pages = faults_total - self.logged_faults,
+            "files changed under the mappings of profiled processes (truncated or rewritten \
+             by their owners); they were parsed again, and reads of vanished pages saw zeros \
+             (said at most once a minute)"
+        );
+        self.last_line = Some(now);
+        self.logged_remaps = remapped_total;
+        self.logged_faults = faults_total;
+    }
 }
 
 impl Converter {
@@ -95,6 +137,8 @@ impl Converter {
             containers: HashMap::new(),
             last_cgroup_refresh: 0,
             rescanned: HashMap::new(),
+            faults_seen: fault_guard::faults(),
+            changed_files_log: ChangedFilesLog::default(),
         }
     }
 
@@ -217,8 +261,14 @@ impl Converter {
             }
             Record::Other(_) => {}
         }
-        // Exited processes are forgotten a grace period after their exit.
-        if self.last_time.saturating_sub(self.last_reap) > 1_000_000_000 {
+        // Exited processes are forgotten a grace period after their exit,
+        // and files that changed under their mappings are parsed again
+        // (one fstat per open file a second).
+        // A read past the end of a mapped file means some file was cut
+        // under Hearth: look for it at once rather than within the second.
+        let faults = fault_guard::faults();
+        let second = self.last_time.saturating_sub(self.last_reap) > 1_000_000_000;
+        if second {
             self.last_reap = self.last_time;
             if self.table.reap(self.last_time) > 0 {
                 let table = &self.table;
@@ -226,7 +276,15 @@ impl Converter {
                 self.containers.retain(|pid, _| table.get(*pid).is_some());
             }
         }
-        if self.last_time.saturating_sub(self.last_cgroup_refresh) > CGROUP_REFRESH_NS {
+        if second || faults != self.faults_seen {
+            self.faults_seen = faults;
+            let remapped = self.table.reload_changed_binaries();
+            self.stats.remapped_files += remapped as u64;
+            self.changed_files_log
+                .note(self.stats.remapped_files, faults);
+        }
+        let periodic = self.last_time.saturating_sub(self.last_cgroup_refresh) > CGROUP_REFRESH_NS;
+        if periodic {
             self.last_cgroup_refresh = self.last_time;
             // Binaries no process maps any more (and no pending window
             // needs) are closed; failures are tried again.

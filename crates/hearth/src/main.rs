@@ -622,6 +622,11 @@ fn main() -> ExitCode {
         (Commands::Record(_), None) => "warn".to_string(),
     };
     init_logging(&default_level);
+    // Before any file of another process is mapped: a file truncated under
+    // its mapping must read as zeros, not end Hearth with SIGBUS.
+    if let Err(e) = hearth_proc::fault_guard::install() {
+        tracing::warn!("cannot guard mapped files against truncation: {e}");
+    }
     let result = match cli.command {
         Commands::Record(args) => run_record(*args),
         Commands::Agent(args) => run_agent(*args),

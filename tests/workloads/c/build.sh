@@ -18,6 +18,11 @@ build split.c split_c
 build shortlived.c shortlived
 build spawner.c spawner
 build many.c many
+# The hostile-file workload and the library it cuts short under itself.
+echo "  CC  cutlib.c -> $out/libcut.so"
+"$CC" "${CFLAGS[@]}" -shared -fPIC -o "$out/libcut.so" "$here/cutlib.c"
+echo "  CC  cutter.c -> $out/cutter"
+"$CC" "${CFLAGS[@]}" -pthread -o "$out/cutter" "$here/cutter.c" -ldl
 
 # The profiles are checked by exact function name, so fail loudly if gcc ever
 # renamed or split a chain function (.isra/.constprop/.part/.cold copies).

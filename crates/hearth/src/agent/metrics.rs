@@ -55,6 +55,10 @@ pub struct AgentMetrics {
     watch_failures: Arc<MirroredCounter>,
     watch_relists: Arc<MirroredCounter>,
     watch: Mutex<Option<Arc<WatchStatus>>>,
+    /// Mappings parsed again because their file changed under them.
+    pub remapped_files: Arc<MirroredCounter>,
+    /// Pages of mapped files that vanished under a read (see fault_guard).
+    mapped_file_zero_pages: MirroredCounter,
     hooks: Mutex<Vec<ScrapeHook>>,
     heartbeat: AtomicU64,
     started: AtomicBool,
@@ -88,6 +92,8 @@ impl AgentMetrics {
             watch_failures: Arc::default(),
             watch_relists: Arc::default(),
             watch: Mutex::new(None),
+            remapped_files: Arc::default(),
+            mapped_file_zero_pages: MirroredCounter::default(),
             hooks: Mutex::new(Vec::new()),
             heartbeat: AtomicU64::new(0),
             started: AtomicBool::new(false),
@@ -166,6 +172,16 @@ impl AgentMetrics {
                 "Full pod lists (start, expiry, reconnects)",
                 m.watch_relists.counter.clone(),
             );
+            r.register(
+                "remapped_files",
+                "Mappings parsed again because their file was truncated or rewritten under them",
+                m.remapped_files.counter.clone(),
+            );
+            r.register(
+                "mapped_file_zero_pages",
+                "Reads of a mapped file past its end (truncated by its owner) answered with a zero page instead of a crash",
+                m.mapped_file_zero_pages.counter.clone(),
+            );
         }
         m
     }
@@ -210,6 +226,8 @@ impl AgentMetrics {
 
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
+        self.mapped_file_zero_pages
+            .set_total(hearth_proc::fault_guard::faults());
         for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             hook();
         }

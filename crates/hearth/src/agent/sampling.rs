@@ -83,6 +83,7 @@ pub fn run(
             stats.samples.saturating_sub(last_stats.samples),
             stats.lost_records.saturating_sub(last_stats.lost_records),
         );
+        metrics.remapped_files.set_total(stats.remapped_files);
         last_stats = stats;
         if stopping || window_start.elapsed() >= window_len {
             let window = Window {

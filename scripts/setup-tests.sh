@@ -25,10 +25,14 @@ declare -A why=(
 	[chromium-driver]="chromedriver, the WebDriver server the page test drives Chromium with"
 	# Without recommends, Chromium comes with no font: text would not render.
 	[fonts-dejavu-core]="a font for the page test's screenshots"
+	[libfuse3-dev]="builds the FUSE file system that stops answering, for the hostile-process tests"
+	[fuse3]="FUSE mounts for the hostile-process tests"
+	[pkg-config]="finds libfuse3's build flags"
 )
 
 missing=()
-for pkg in golang-go linux-perf gcc libc6-dev binutils make python3-venv chromium chromium-driver fonts-dejavu-core; do
+for pkg in golang-go linux-perf gcc libc6-dev binutils make python3-venv chromium chromium-driver fonts-dejavu-core \
+	libfuse3-dev fuse3 pkg-config; do
 	if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
 		log "ok: $pkg already installed"
 	else
@@ -73,7 +77,8 @@ install -m 755 "$target_dir/release/split_rust" tests/workloads/build/split_rust
 log "workloads:"
 for bin in tests/workloads/build/split_c tests/workloads/build/spawner \
 	tests/workloads/build/shortlived tests/workloads/build/split_rust tests/workloads/build/many \
-	tests/workloads/build/cutter tests/workloads/build/libcut.so; do
+	tests/workloads/build/cutter tests/workloads/build/libcut.so tests/workloads/build/memfds \
+	tests/workloads/build/hangfs; do
 	[[ -x $bin ]] || { log "error: $bin was not built" >&2; exit 1; }
 	log "  $bin"
 done

@@ -6,6 +6,7 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use memmap2::Mmap;
@@ -27,6 +28,72 @@ pub enum LoadError {
     Open { path: String, source: io::Error },
     #[error("{path} is not a 64-bit little-endian ELF file: {reason}")]
     NotElf { path: String, reason: String },
+    #[error("{path} not parsed: {limit} binaries are held already")]
+    TooMany { path: String, limit: usize },
+    #[error("{path} not read: its file system did not answer another read in time")]
+    Unresponsive { path: String },
+}
+
+/// The soft limit on this process's open descriptors (1024 if unknown).
+pub fn open_file_limit() -> usize {
+    // SAFETY: plain-data struct filled in by getrlimit.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// The descriptors one kind of cache may keep open: an eighth of the
+/// process's limit, between 16 and 512. The binary cache and the
+/// symbolizer each get this much, which leaves most of a low limit (1024
+/// in many containers) to the servers, perf events and everything else.
+pub fn descriptor_share() -> usize {
+    (open_file_limit() / 8).clamp(16, 512)
+}
+
+/// Most binaries a [`BinaryCache`] holds at once (each costs a mapping of
+/// its file, of the kernel's 65530 per process, and about a kilobyte).
+pub const DEFAULT_MAX_BINARIES: usize = 8192;
+
+/// Counts the binaries that keep a descriptor open, against a limit;
+/// shared by a cache and the binaries it made, which give their slot back
+/// when they are dropped.
+#[derive(Debug)]
+pub struct DescriptorBudget {
+    open: AtomicUsize,
+    limit: usize,
+}
+
+impl DescriptorBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(DescriptorBudget {
+            open: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Descriptors held now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn try_take(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A section's address range (SVMA) and where its bytes are in the file.
@@ -93,13 +160,40 @@ pub struct Binary {
     stamp: Option<FileStamp>,
     data: Mmap,
     /// Kept open so the file stays reachable through `/proc/self/fd` after
-    /// the process that mapped it is gone, or the file was deleted.
+    /// the process that mapped it is gone, or the file was deleted; only
+    /// within the descriptor budget.
     file: Option<File>,
+    /// The budget `file` counts against.
+    slot: Option<Arc<DescriptorBudget>>,
+    /// Without a descriptor: `/proc/self/map_files/...` of this binary's own
+    /// mapping, which reaches the file as long as the mapping lives, where
+    /// this process may open such paths.
+    map_path: Option<String>,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Some(budget) = self.slot.take() {
+            budget.give_back();
+        }
+    }
 }
 
 impl Binary {
-    /// Opens and parses `open_path`. `path` is how processes name the file.
+    /// Opens and parses `open_path` and keeps its descriptor open. `path` is
+    /// how processes name the file.
     pub fn open(path: Arc<str>, open_path: &str) -> Result<Binary, LoadError> {
+        Self::open_within(path, open_path, None)
+    }
+
+    /// Like [`Binary::open`], keeping the descriptor only if `budget` has
+    /// room; otherwise the file stays reachable through this binary's own
+    /// mapping (see [`Binary::fd_path`]).
+    pub fn open_within(
+        path: Arc<str>,
+        open_path: &str,
+        budget: Option<&Arc<DescriptorBudget>>,
+    ) -> Result<Binary, LoadError> {
         let open_err = |source| LoadError::Open {
             path: open_path.to_string(),
             source,
@@ -114,9 +208,30 @@ impl Binary {
         // into zeros by `fault_guard`, and `changed` notices the rewrite.
         let data = unsafe { Mmap::map(&file) }.map_err(open_err)?;
         let mut b = Self::parse(path, open_path.into(), data)?;
-        b.file = Some(file);
         b.stamp = Some(stamp);
+        match budget {
+            Some(budget) if !budget.try_take() => {
+                drop(file);
+                b.map_path = b.own_mapping_path();
+            }
+            Some(budget) => {
+                b.file = Some(file);
+                b.slot = Some(budget.clone());
+            }
+            None => b.file = Some(file),
+        }
         Ok(b)
+    }
+
+    /// `/proc/self/map_files/<start>-<end>` of this binary's mapping, if it
+    /// can be opened here (it needs CAP_SYS_ADMIN).
+    fn own_mapping_path(&self) -> Option<String> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        let start = self.data.as_ptr() as usize;
+        let end = start.checked_add(self.data.len().checked_next_multiple_of(page)?)?;
+        let p = format!("/proc/self/map_files/{start:x}-{end:x}");
+        File::open(&p).ok().map(|_| p)
     }
 
     fn parse(path: Arc<str>, open_path: Arc<str>, data: Mmap) -> Result<Binary, LoadError> {
@@ -173,6 +288,8 @@ impl Binary {
             stamp: None,
             data,
             file: None,
+            slot: None,
+            map_path: None,
         })
     }
 
@@ -224,22 +341,38 @@ impl Binary {
 
     /// Whether the file was truncated or written since it was parsed (its
     /// size or modification time moved), or cannot be checked any more.
-    /// One `fstat` of the descriptor kept open.
+    /// One `fstat` of the descriptor kept open (a `stat` of the mapping's
+    /// path without one; a file that cannot be checked counts as unchanged).
     pub fn changed(&self) -> bool {
-        match (&self.file, self.stamp) {
-            (Some(f), Some(stamp)) => f
+        let Some(stamp) = self.stamp else {
+            return false;
+        };
+        match (&self.file, &self.map_path) {
+            (Some(f), _) => f
                 .metadata()
                 .map(|m| FileStamp::of(&m) != stamp)
                 .unwrap_or(true),
-            _ => false,
+            (None, Some(p)) => std::fs::metadata(p)
+                .map(|m| FileStamp::of(&m) != stamp)
+                .unwrap_or(false),
+            (None, None) => false,
         }
     }
 
-    /// A path that reaches this very file for as long as this value lives.
+    /// Whether this binary keeps a descriptor of its file open.
+    pub fn holds_descriptor(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// A path that reaches this very file for as long as this value lives:
+    /// its descriptor, else its mapping; as a last resort (no descriptor
+    /// left in the budget and no access to map_files) the path it was
+    /// opened by, which reaches it while that stays true.
     pub fn fd_path(&self) -> String {
-        match &self.file {
-            Some(f) => format!("/proc/self/fd/{}", f.as_raw_fd()),
-            None => self.open_path.to_string(),
+        match (&self.file, &self.map_path) {
+            (Some(f), _) => format!("/proc/self/fd/{}", f.as_raw_fd()),
+            (None, Some(p)) => p.clone(),
+            (None, None) => self.open_path.to_string(),
         }
     }
 
@@ -288,6 +421,65 @@ impl Binary {
     }
 }
 
+/// The outcome of opening a binary from its candidate paths.
+#[derive(Debug)]
+pub struct Opened {
+    pub result: Result<Binary, LoadError>,
+    /// Opened through a path whose inode differs from the mapped one (an
+    /// overlay file system's own, usually).
+    pub inode_mismatch: bool,
+}
+
+/// Opens the first candidate path that works.
+///
+/// The last candidate is the bare path as this host sees it. A process in
+/// another mount namespace may mean another file by it (the agent's own
+/// libc for a host process's libc): it is accepted only if it is the very
+/// inode the kernel reported. The process's own views before it are
+/// trusted even when the inode differs (overlay file systems report their
+/// own).
+pub fn open_candidates(
+    key: &BinaryKey,
+    path: &Arc<str>,
+    candidates: &[String],
+    budget: &Arc<DescriptorBudget>,
+) -> Opened {
+    let mut last_err = None;
+    let mut inode_mismatch = false;
+    for (i, candidate) in candidates.iter().enumerate() {
+        let host_view = i + 1 == candidates.len() && i > 0;
+        if let BinaryKey::Inode { inode, .. } = key {
+            let same = std::fs::metadata(candidate)
+                .map(|m| m.ino() == *inode)
+                .unwrap_or(false);
+            if host_view && !same {
+                last_err = Some(LoadError::Open {
+                    path: candidate.clone(),
+                    source: io::Error::other("not the mapped file (different inode)"),
+                });
+                continue;
+            }
+            inode_mismatch = !same;
+        }
+        match Binary::open_within(path.clone(), candidate, Some(budget)) {
+            Ok(b) => {
+                return Opened {
+                    result: Ok(b),
+                    inode_mismatch,
+                }
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Opened {
+        result: Err(last_err.unwrap_or_else(|| LoadError::Open {
+            path: path.to_string(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no candidate path"),
+        })),
+        inode_mismatch: false,
+    }
+}
+
 /// Device number as `(major, minor)` from a `st_dev` value.
 pub fn split_dev(dev: u64) -> (u32, u32) {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
@@ -303,23 +495,57 @@ pub struct CacheStats {
     pub inode_mismatch: u64,
     /// Binaries let go because their file changed after it was parsed.
     pub changed: u64,
+    /// Binaries parsed without keeping a descriptor (budget full).
+    pub without_descriptor: u64,
+    /// Binaries not parsed because the cache held its most already.
+    pub over_limit: u64,
 }
 
 /// Binaries by identity. Failures are remembered too, so an unreadable
 /// file costs one attempt, not one per sample.
-#[derive(Debug, Default)]
+///
+/// Bounded: at most `max_binaries` entries, and at most the descriptor
+/// budget's files kept open; binaries beyond it are parsed and mapped all
+/// the same but reach their file through their mapping.
+#[derive(Debug)]
 pub struct BinaryCache {
     entries: HashMap<BinaryKey, Result<Arc<Binary>, Arc<LoadError>>>,
+    descriptors: Arc<DescriptorBudget>,
+    pub max_binaries: usize,
     pub stats: CacheStats,
 }
 
+impl Default for BinaryCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl BinaryCache {
+    /// A cache with the default bounds ([`descriptor_share`] descriptors,
+    /// [`DEFAULT_MAX_BINARIES`] binaries).
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limits(descriptor_share(), DEFAULT_MAX_BINARIES)
+    }
+
+    pub fn with_limits(descriptors: usize, max_binaries: usize) -> Self {
+        BinaryCache {
+            entries: HashMap::new(),
+            descriptors: DescriptorBudget::new(descriptors),
+            max_binaries,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// The descriptors kept open by binaries of this cache (also by those it
+    /// already let go that pending windows still hold).
+    pub fn descriptors(&self) -> &DescriptorBudget {
+        &self.descriptors
     }
 
     /// Returns the binary for `key`, opening the first candidate path that
-    /// works on the first request.
+    /// works on the first request (here, on the calling thread; see
+    /// [`crate::loader`] for opening elsewhere).
     pub fn get(
         &mut self,
         key: &BinaryKey,
@@ -329,54 +555,59 @@ impl BinaryCache {
         if let Some(entry) = self.entries.get(key) {
             return entry.clone();
         }
-        let mut last_err = None;
-        let mut result = None;
-        for (i, candidate) in candidates.iter().enumerate() {
-            // The last candidate is the bare path as this host sees it. A
-            // process in another mount namespace may mean another file by
-            // it (the agent's own libc for a host process's libc): accept
-            // it only if it is the very inode the kernel reported. The
-            // process's own views before it are trusted even when the
-            // inode differs (overlay file systems report their own).
-            let host_view = i + 1 == candidates.len() && i > 0;
-            if let BinaryKey::Inode { inode, .. } = key {
-                let same = std::fs::metadata(candidate)
-                    .map(|m| m.ino() == *inode)
-                    .unwrap_or(false);
-                if host_view && !same {
-                    last_err = Some(LoadError::Open {
-                        path: candidate.clone(),
-                        source: io::Error::other("not the mapped file (different inode)"),
-                    });
-                    continue;
-                }
-                if !same {
-                    self.stats.inode_mismatch += 1;
-                }
-            }
-            match Binary::open(path.clone(), candidate) {
-                Ok(b) => {
-                    result = Some(Arc::new(b));
-                    break;
-                }
-                Err(e) => last_err = Some(e),
-            }
+        self.check_room(path, 0)?;
+        let opened = open_candidates(key, path, candidates, &self.descriptors);
+        self.insert(key.clone(), opened)
+    }
+
+    /// What is known of `key`: its binary, or why it could not be had.
+    pub fn lookup(&self, key: &BinaryKey) -> Option<Result<Arc<Binary>, Arc<LoadError>>> {
+        self.entries.get(key).cloned()
+    }
+
+    /// Refuses a new binary when the cache (plus `pending` loads) is full.
+    /// Not remembered: the next request tries again, and the first one
+    /// after the cache shrinks succeeds.
+    pub fn check_room(&mut self, path: &str, pending: usize) -> Result<(), Arc<LoadError>> {
+        if self.entries.len().saturating_add(pending) >= self.max_binaries {
+            self.stats.over_limit += 1;
+            return Err(Arc::new(LoadError::TooMany {
+                path: path.to_string(),
+                limit: self.max_binaries,
+            }));
         }
-        let entry = match result {
-            Some(b) => {
+        Ok(())
+    }
+
+    /// Records the outcome of opening `key`.
+    pub fn insert(
+        &mut self,
+        key: BinaryKey,
+        opened: Opened,
+    ) -> Result<Arc<Binary>, Arc<LoadError>> {
+        if opened.inode_mismatch {
+            self.stats.inode_mismatch += 1;
+        }
+        let entry = match opened.result {
+            Ok(b) => {
                 self.stats.loaded += 1;
-                Ok(b)
+                if !b.holds_descriptor() {
+                    self.stats.without_descriptor += 1;
+                }
+                Ok(Arc::new(b))
             }
-            None => {
+            Err(e) => {
                 self.stats.failed += 1;
-                Err(Arc::new(last_err.unwrap_or_else(|| LoadError::Open {
-                    path: path.to_string(),
-                    source: io::Error::new(io::ErrorKind::NotFound, "no candidate path"),
-                })))
+                Err(Arc::new(e))
             }
         };
-        self.entries.insert(key.clone(), entry.clone());
+        self.entries.insert(key, entry.clone());
         entry
+    }
+
+    /// The budget new binaries' descriptors count against.
+    pub fn descriptor_budget(&self) -> &Arc<DescriptorBudget> {
+        &self.descriptors
     }
 
     /// Closes binaries that only this cache still holds, and forgets
@@ -410,6 +641,23 @@ impl BinaryCache {
             }
         }
         out
+    }
+
+    /// Every parsed file binary held (the vDSO excluded), to check for
+    /// changes elsewhere.
+    pub fn loaded(&self) -> Vec<(BinaryKey, Arc<Binary>)> {
+        self.entries
+            .iter()
+            .filter(|(k, _)| !matches!(k, BinaryKey::Path(p) if &**p == "[vdso]"))
+            .filter_map(|(k, e)| Some((k.clone(), e.as_ref().ok()?.clone())))
+            .collect()
+    }
+
+    /// Lets a binary go because its file changed (see [`Binary::changed`]).
+    pub fn forget_changed(&mut self, key: &BinaryKey) {
+        if self.entries.remove(key).is_some() {
+            self.stats.changed += 1;
+        }
     }
 
     /// The vDSO image (see [`Binary::vdso`]), loaded on first use.
@@ -505,6 +753,8 @@ mod tests {
             ],
             sections: UnwindSections::default(),
             stamp: None,
+            slot: None,
+            map_path: None,
             data: memmap2::MmapOptions::new()
                 .len(1)
                 .map_anon()

@@ -8,12 +8,15 @@
 //!   inode: build id, loadable segments and the sections unwinding needs.
 //! * [`fault_guard`]: a `SIGBUS` handler that turns reads of mapped files
 //!   cut short by their owners into zeros instead of a crash.
+//! * [`loader`]: threads that open, parse and check binaries, so that no
+//!   file operation (a hung network mount) reaches the sampling thread.
 //! * [`table`]: the live process table, kept current from the kernel's
 //!   mmap/comm/fork/exit records after an initial `/proc` scan.
 
 pub mod binary;
 pub mod container;
 pub mod fault_guard;
+pub mod loader;
 pub mod procfs;
 pub mod table;
 

@@ -11,6 +11,7 @@ use std::fs;
 use std::sync::Arc;
 
 use crate::binary::{Binary, BinaryCache, BinaryKey};
+use crate::loader::{Loader, Outcome};
 use crate::procfs;
 
 /// An executable, file-backed mapping.
@@ -20,7 +21,10 @@ pub struct Mapping {
     pub end: u64,
     pub pgoff: u64,
     pub path: Arc<str>,
-    /// The parsed file, when it could be opened.
+    /// Identity of the mapped file, for files (not anonymous or vDSO).
+    pub key: Option<BinaryKey>,
+    /// The parsed file, when it could be opened (and, with a loader, once
+    /// it has been).
     pub binary: Option<Arc<Binary>>,
     /// Runtime address minus SVMA, when the binary is known.
     pub bias: Option<u64>,
@@ -96,6 +100,8 @@ pub struct TableStats {
     pub late_discoveries: u64,
     /// Mappings whose file changed under them and were parsed again.
     pub remapped: u64,
+    /// Mappings given their binary when a loader thread had parsed it.
+    pub loaded_later: u64,
 }
 
 /// A description of a new executable mapping (from MMAP2 or `/proc/<pid>/maps`).
@@ -113,6 +119,11 @@ pub struct NewMapping<'a> {
 pub struct ProcessTable {
     procs: HashMap<u32, Process>,
     pub binaries: BinaryCache,
+    /// Where binaries are opened: here when `None` (tests, replays), else on
+    /// loader threads, never on the caller's.
+    loader: Option<Loader>,
+    /// Keys asked of the loader and not answered yet.
+    pending: std::collections::HashSet<BinaryKey>,
     pub stats: TableStats,
     /// Root of the proc file system (`/proc`; tests may point elsewhere).
     proc_root: String,
@@ -135,6 +146,8 @@ impl ProcessTable {
         ProcessTable {
             procs: HashMap::new(),
             binaries: BinaryCache::new(),
+            loader: None,
+            pending: std::collections::HashSet::new(),
             stats: TableStats::default(),
             proc_root: root.trim_end_matches('/').to_string(),
             exit_grace_ns: 2_000_000_000,
@@ -239,7 +252,7 @@ impl ProcessTable {
             return;
         }
         let path: Arc<str> = m.path.into();
-        let binary = if m.path.starts_with('/') {
+        let (key, binary) = if m.path.starts_with('/') {
             let key = if m.inode != 0 {
                 BinaryKey::Inode {
                     major: m.major,
@@ -249,19 +262,15 @@ impl ProcessTable {
             } else {
                 BinaryKey::Path(path.clone())
             };
-            let candidates = candidate_paths(
-                &self.proc_root,
-                m.pid,
-                m.start,
-                m.start.saturating_add(m.len),
-                m.path,
-            );
-            self.binaries.get(&key, &path, &candidates).ok()
+            let end = m.start.saturating_add(m.len);
+            let binary = self.binary_for(&key, &path, m.pid, m.start, end);
+            (Some(key), binary)
         } else if m.path == "[vdso]" {
-            self.binaries.vdso()
+            // Copied from Hearth's own memory: no file to wait for.
+            (None, self.binaries.vdso())
         } else {
             // Anonymous JIT code and the like.
-            None
+            (None, None)
         };
         let bias = binary.as_ref().and_then(|b| b.load_bias(m.start, m.pgoff));
         self.stats.mappings += 1;
@@ -270,9 +279,188 @@ impl ProcessTable {
             end: m.start.saturating_add(m.len),
             pgoff: m.pgoff,
             path,
+            key,
             binary,
             bias,
         });
+    }
+
+    /// Opens binaries on loader threads from now on (see [`crate::loader`]).
+    pub fn use_loader(&mut self) -> std::io::Result<()> {
+        if self.loader.is_none() {
+            self.loader = Some(Loader::start(self.binaries.descriptor_budget().clone())?);
+        }
+        Ok(())
+    }
+
+    pub fn loader(&self) -> Option<&Loader> {
+        self.loader.as_ref()
+    }
+
+    /// Files whose load stalled since the last call (their file system is
+    /// now skipped), for the log.
+    pub fn take_stalled_loads(&mut self) -> Vec<String> {
+        self.loader
+            .as_mut()
+            .map(|l| l.take_stalled())
+            .unwrap_or_default()
+    }
+
+    /// Loads asked for and not answered yet.
+    pub fn pending_loads(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The binary of a mapping of `key`: from the cache, else opened here
+    /// (no loader) or asked of the loader (and `None` until it answers).
+    fn binary_for(
+        &mut self,
+        key: &BinaryKey,
+        path: &Arc<str>,
+        pid: u32,
+        start: u64,
+        end: u64,
+    ) -> Option<Arc<Binary>> {
+        if let Some(entry) = self.binaries.lookup(key) {
+            return entry.ok();
+        }
+        let candidates = candidate_paths(&self.proc_root, pid, start, end, path);
+        let Some(loader) = &mut self.loader else {
+            return self.binaries.get(key, path, &candidates).ok();
+        };
+        if self.pending.contains(key) || self.binaries.check_room(path, self.pending.len()).is_err()
+        {
+            return None;
+        }
+        if loader.load(key.clone(), path.clone(), candidates) {
+            self.pending.insert(key.clone());
+        }
+        None
+    }
+
+    /// Applies what the loader threads finished: parsed binaries go to the
+    /// cache and to every mapping waiting for them; binaries found changed
+    /// are let go and loaded again. Never blocks. Returns the mappings that
+    /// got a binary.
+    pub fn apply_loaded(&mut self) -> usize {
+        let Some(loader) = &mut self.loader else {
+            return 0;
+        };
+        let outcomes = loader.poll();
+        self.apply(outcomes)
+    }
+
+    /// At start: waits up to `timeout` in all for the loads asked so far,
+    /// so that the first samples find their binaries parsed.
+    pub fn settle(&mut self, timeout: std::time::Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut applied = 0;
+        while !self.pending.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Some(loader) = &mut self.loader else {
+                break;
+            };
+            let outcomes = loader.wait(left.min(std::time::Duration::from_millis(100)));
+            applied += self.apply(outcomes);
+        }
+        applied
+    }
+
+    fn apply(&mut self, outcomes: Vec<Outcome>) -> usize {
+        if outcomes.is_empty() {
+            return 0;
+        }
+        let mut ready: HashMap<BinaryKey, Arc<Binary>> = HashMap::new();
+        let mut changed: HashMap<*const Binary, BinaryKey> = HashMap::new();
+        for o in outcomes {
+            match o {
+                Outcome::Loaded { key, opened } => {
+                    self.pending.remove(&key);
+                    if let Ok(b) = self.binaries.insert(key.clone(), *opened) {
+                        ready.insert(key, b);
+                    }
+                }
+                Outcome::Changed(list) => {
+                    for (key, b) in list {
+                        // Still the cached one? Then it goes.
+                        if self
+                            .binaries
+                            .lookup(&key)
+                            .is_some_and(|e| e.is_ok_and(|c| Arc::ptr_eq(&c, &b)))
+                        {
+                            self.binaries.forget_changed(&key);
+                            changed.insert(Arc::as_ptr(&b), key);
+                        }
+                    }
+                }
+            }
+        }
+        let mut applied = 0;
+        let mut remapped = 0;
+        for p in self.procs.values_mut() {
+            let mut touched = false;
+            for m in &mut p.mappings {
+                if let Some(b) = &m.binary {
+                    if changed.contains_key(&Arc::as_ptr(b)) {
+                        m.binary = None;
+                        m.bias = None;
+                        touched = true;
+                        remapped += 1;
+                    }
+                }
+                if m.binary.is_none() {
+                    if let Some(b) = m.key.as_ref().and_then(|k| ready.get(k)) {
+                        m.bias = b.load_bias(m.start, m.pgoff);
+                        m.binary = Some(b.clone());
+                        touched = true;
+                        applied += 1;
+                    }
+                }
+            }
+            if touched {
+                p.generation += 1;
+            }
+        }
+        self.stats.loaded_later += applied as u64;
+        self.stats.remapped += remapped as u64;
+        if !changed.is_empty() {
+            // Parsed again from the file as it is now.
+            self.request_missing();
+        }
+        applied
+    }
+
+    /// Asks the loader again for mappings of live processes that have no
+    /// binary although nothing is known against their file (the queue was
+    /// full, or the file changed). With no loader, does nothing.
+    pub fn request_missing(&mut self) {
+        if self.loader.is_none() {
+            return;
+        }
+        let mut wanted: Vec<(BinaryKey, Arc<str>, u32, u64, u64)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for p in self.procs.values() {
+            if p.exited_at.is_some() {
+                continue;
+            }
+            for m in &p.mappings {
+                let Some(key) = &m.key else { continue };
+                if m.binary.is_some()
+                    || self.pending.contains(key)
+                    || self.binaries.lookup(key).is_some()
+                    || !seen.insert(key.clone())
+                {
+                    continue;
+                }
+                wanted.push((key.clone(), m.path.clone(), p.pid, m.start, m.end));
+            }
+        }
+        for (key, path, pid, start, end) in wanted {
+            self.binary_for(&key, &path, pid, start, end);
+        }
     }
 
     /// Parses again the files that changed under their mappings (truncated
@@ -281,6 +469,12 @@ impl ProcessTable {
     /// exited processes just lose their binary. Returns how many mappings
     /// changed; their processes' generations move, so unwinders rebuild.
     pub fn reload_changed_binaries(&mut self) -> usize {
+        if let Some(loader) = &mut self.loader {
+            // Checked on a loader thread (an fstat can hang too); what
+            // changed is let go and loaded again by `apply_loaded`.
+            loader.check(self.binaries.loaded());
+            return 0;
+        }
         let changed = self.binaries.take_changed();
         if changed.is_empty() {
             return 0;

@@ -67,6 +67,17 @@ impl Aggregate {
         id
     }
 
+    /// Replaces what is known of a binary (its file was parsed after
+    /// frames of it were counted).
+    pub fn set_binary_info(&mut self, id: BinaryId, info: BinaryInfo) {
+        let Some(slot) = self.binaries.get_mut(id.0 as usize) else {
+            return;
+        };
+        self.binary_index.remove(slot);
+        *slot = info.clone();
+        self.binary_index.entry(info).or_insert(id);
+    }
+
     pub fn binary_info(&self, id: BinaryId) -> Option<&BinaryInfo> {
         self.binaries.get(id.0 as usize)
     }

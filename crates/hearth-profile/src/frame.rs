@@ -34,8 +34,11 @@ impl RawFrame {
 pub struct BinaryInfo {
     /// Path as the process saw it (inside its mount namespace).
     pub path: Arc<str>,
-    /// Path through which this host can open the same file, if different
-    /// (for example `/proc/<pid>/root/<path>` captured while it was alive).
+    /// Path through which this host can open the same file (for example
+    /// `/proc/self/fd/<n>` of a descriptor kept while the process was
+    /// alive). `None`: the file could not be opened, or not in time, and is
+    /// not opened later either: `path` may name another file on this host,
+    /// or one on a file system that does not answer.
     pub open_path: Option<Arc<str>>,
     /// GNU build id, raw bytes.
     pub build_id: Option<Arc<[u8]>>,

@@ -34,12 +34,16 @@ pub struct SymbolLine {
 enum FileKey {
     BuildId(Arc<[u8]>),
     Path(Arc<str>),
+    /// A binary that is not opened (see [`BinaryInfo::open_path`]): its
+    /// placeholders must not stand for the file once it is.
+    Unopened(Arc<str>),
 }
 
 fn file_key(info: &BinaryInfo) -> FileKey {
-    match &info.build_id {
-        Some(id) => FileKey::BuildId(id.clone()),
-        None => FileKey::Path(info.path.clone()),
+    match (&info.build_id, &info.open_path) {
+        (Some(id), _) => FileKey::BuildId(id.clone()),
+        (None, Some(_)) => FileKey::Path(info.path.clone()),
+        (None, None) => FileKey::Unopened(info.path.clone()),
     }
 }
 
@@ -56,7 +60,9 @@ pub struct SymbolizeStats {
 /// Most cached addresses before the caches are emptied (a long-running
 /// agent on a machine that keeps running new binaries must not grow).
 pub const DEFAULT_CACHE_LIMIT: usize = 250_000;
-/// Distinct binaries parsed before the parsed files are let go.
+/// Distinct binaries parsed before the parsed files are let go. Each parsed
+/// file also holds a descriptor open: callers with a low descriptor limit
+/// set [`Symbolizer::file_limit`] lower.
 pub const DEFAULT_FILE_LIMIT: usize = 512;
 
 pub struct Symbolizer {
@@ -188,8 +194,26 @@ impl Symbolizer {
         if todo.is_empty() {
             return;
         }
+        let Some(path) = info.open_path.clone() else {
+            // Never opened by the process table: not opened here either.
+            for off in todo {
+                self.stats.unresolved += 1;
+                let name = format!("[unknown] {}+{off:#x}", basename(&info.path));
+                self.user_cache
+                    .insert((key.clone(), off), placeholder(name));
+            }
+            return;
+        };
+        if !self.files.contains(&key) && self.files.len() >= self.file_limit {
+            // One more parsed file would pass the limit (and hold one more
+            // descriptor): let the parsed files go now, not after the
+            // report. Resolved addresses stay cached.
+            self.blaze = new_blaze();
+            self.files.clear();
+            self.stats.resets += 1;
+        }
+        let path = &*path;
         self.files.insert(key.clone());
-        let path = info.open_path.as_deref().unwrap_or(&info.path);
         let lookup = |debug_syms: bool| {
             let mut elf = Elf::new(path);
             elf.debug_syms = debug_syms;

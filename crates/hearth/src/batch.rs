@@ -89,6 +89,9 @@ pub fn pump(
     mut tap: impl FnMut(u32, u32, u16, &[u8]),
 ) -> usize {
     let format = session.format();
+    // Binaries the loader parsed since the last drain, before the records
+    // that may need them.
+    converter.poll_loads();
     batch.clear();
     session.drain(|cpu, ty, misc, body| batch.push(&format, cpu, ty, misc, body));
     batch.for_each_sorted(|cpu, ty, misc, body| {

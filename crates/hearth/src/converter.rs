@@ -12,7 +12,7 @@ use std::sync::Arc;
 use hearth_proc::container::{classify_cgroup, Classification};
 use hearth_proc::fault_guard;
 use hearth_proc::table::NewMapping;
-use hearth_proc::ProcessTable;
+use hearth_proc::{BinaryKey, ProcessTable};
 use hearth_profile::{Aggregate, BinaryId, BinaryInfo, ContainerKey, RawFrame, ThreadInfo};
 use hearth_sampler::format::{X86_REG_BP, X86_REG_IP, X86_REG_SP};
 use hearth_sampler::{parse_record, Record, SampleFormat, SampleRecord};
@@ -47,6 +47,10 @@ pub struct ConverterStats {
     pub rescans: u64,
     /// Mappings parsed again because their file changed under them.
     pub remapped_files: u64,
+    /// User frames counted while their file was not parsed (yet): unwound
+    /// without its unwind tables, named at the window's end if parsed by
+    /// then.
+    pub unparsed_frames: u64,
 }
 
 /// The container of a process, and whether it must be read again.
@@ -67,6 +71,10 @@ pub struct Converter {
     /// Binary (by address of its shared value) to its id in `agg`.
     binary_ids: HashMap<usize, BinaryId>,
     path_ids: HashMap<Arc<str>, BinaryId>,
+    /// Binaries of this window's frames that were not parsed yet when the
+    /// frames were counted: given their file at the window's end if the
+    /// loader has parsed it by then.
+    unparsed_ids: HashMap<BinaryKey, BinaryId>,
     filter: PidFilter,
     addrs: Vec<u64>,
     frames: Vec<RawFrame>,
@@ -81,6 +89,14 @@ pub struct Converter {
     /// [`fault_guard::faults`] when files were last checked for changes.
     faults_seen: u64,
     changed_files_log: ChangedFilesLog,
+}
+
+fn binary_info(b: &hearth_proc::Binary) -> BinaryInfo {
+    BinaryInfo {
+        path: b.path.clone(),
+        open_path: Some(b.fd_path().into()),
+        build_id: b.build_id.clone(),
+    }
 }
 
 /// Says that files changed under their mappings: once when it first
@@ -128,6 +144,7 @@ impl Converter {
             agg: Aggregate::new(),
             binary_ids: HashMap::new(),
             path_ids: HashMap::new(),
+            unparsed_ids: HashMap::new(),
             filter,
             addrs: Vec::with_capacity(256),
             frames: Vec::with_capacity(320),
@@ -186,8 +203,21 @@ impl Converter {
         &self.agg
     }
 
+    /// Applies what the loader threads finished (see
+    /// [`ProcessTable::apply_loaded`]); never blocks.
+    pub fn poll_loads(&mut self) {
+        self.table.apply_loaded();
+    }
+
     /// Hands over the aggregate built so far and starts a new one.
     pub fn take_aggregate(&mut self) -> Aggregate {
+        self.poll_loads();
+        for (key, id) in self.unparsed_ids.drain() {
+            if let Some(Ok(b)) = self.table.binaries.lookup(&key) {
+                self.agg.set_binary_info(id, binary_info(&b));
+                self.agg.keep_alive.0.push(b);
+            }
+        }
         self.binary_ids.clear();
         self.path_ids.clear();
         std::mem::take(&mut self.agg)
@@ -278,14 +308,24 @@ impl Converter {
         }
         if second || faults != self.faults_seen {
             self.faults_seen = faults;
-            let remapped = self.table.reload_changed_binaries();
-            self.stats.remapped_files += remapped as u64;
+            self.table.reload_changed_binaries();
+            self.stats.remapped_files = self.table.stats.remapped;
             self.changed_files_log
                 .note(self.stats.remapped_files, faults);
         }
         let periodic = self.last_time.saturating_sub(self.last_cgroup_refresh) > CGROUP_REFRESH_NS;
+        for stalled in self.table.take_stalled_loads() {
+            tracing::warn!(
+                "reading a binary on {stalled} took over {:?}: files on that file system are \
+                 not read any more (their frames keep file offsets, unnamed)",
+                hearth_proc::loader::STALL
+            );
+        }
         if periodic {
             self.last_cgroup_refresh = self.last_time;
+            // Mappings still without their binary (the loader's queue was
+            // full) are asked for again.
+            self.table.request_missing();
             // Binaries no process maps any more (and no pending window
             // needs) are closed; failures are tried again.
             self.table.binaries.evict_unused();
@@ -398,19 +438,28 @@ impl Converter {
                                 // is symbolized, even if every process that
                                 // maps it exits and the table forgets it.
                                 self.agg.keep_alive.0.push(b.clone());
-                                self.agg.binary(BinaryInfo {
-                                    path: b.path.clone(),
-                                    open_path: Some(b.fd_path().into()),
-                                    build_id: b.build_id.clone(),
-                                })
+                                self.agg.binary(binary_info(b))
                             }),
-                        None => *self.path_ids.entry(m.path.clone()).or_insert_with(|| {
-                            self.agg.binary(BinaryInfo {
+                        None => {
+                            let info = || BinaryInfo {
                                 path: m.path.clone(),
                                 open_path: None,
                                 build_id: None,
-                            })
-                        }),
+                            };
+                            match &m.key {
+                                Some(key) => {
+                                    self.stats.unparsed_frames += 1;
+                                    *self
+                                        .unparsed_ids
+                                        .entry(key.clone())
+                                        .or_insert_with(|| self.agg.binary(info()))
+                                }
+                                None => *self
+                                    .path_ids
+                                    .entry(m.path.clone())
+                                    .or_insert_with(|| self.agg.binary(info())),
+                            }
+                        }
                     };
                     RawFrame::User {
                         binary,

@@ -218,6 +218,9 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 /// Records until the target ends, `duration` passes, or `stop` is set.
+/// How long the end of a recording waits for binaries still being parsed.
+const END_LOADS: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> {
     if opts.frequency_hz == 0 {
         bail!("the sampling frequency must be at least 1 Hz");
@@ -254,6 +257,8 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
     let format = session.format();
 
     let mut table = ProcessTable::new();
+    // As the agent: binaries are opened on loader threads.
+    table.use_loader().context("starting the binary loader")?;
     match &opts.target {
         RecordTarget::System => table.scan_all(),
         RecordTarget::Pids(pids) => {
@@ -269,6 +274,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
             }
         }
     }
+    table.settle(crate::agent::sampling::STARTUP_LOADS);
     let mut converter = Converter::new(format, table, filter);
     let mut capture = match &opts.capture {
         Some(path) => {
@@ -370,10 +376,15 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
     if let (Some(c), None) = (&mut child, child_status) {
         child_status = c.try_wait().ok().flatten();
     }
+    // Binaries still being parsed may still name this recording's frames.
+    converter.table.settle(END_LOADS);
     let stats = converter.stats;
     let processes_seen = converter.table.stats.processes_seen;
     let agg = converter.take_aggregate();
     let mut symbolizer = Symbolizer::new();
+    // Each parsed file holds a descriptor: a share of the limit, as the
+    // process table's binaries get.
+    symbolizer.file_limit = hearth_proc::binary::descriptor_share();
     let mut report = symbolizer.report(
         &agg,
         RecordingInfo {

@@ -54,21 +54,37 @@ struct Agent {
 
 impl Agent {
     fn start() -> Agent {
+        Self::start_with_nofile(None)
+    }
+
+    /// Starts the agent, under a limit on open descriptors if given.
+    fn start_with_nofile(nofile: Option<u64>) -> Agent {
         let port = free_port();
         let mut cmd = Command::new(hearth());
-        cmd.args([
-            "agent",
-            "-F",
-            "199",
-            "--interval",
-            "1",
-            "--ui-listen",
-            "off",
-        ])
-        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        cmd.args(["agent", "-F", "199", "--interval", "1"])
+            .args(["--ui-listen", "off"])
+            .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         without_agent_env(&mut cmd);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe; it runs in the child
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let child = KillOnDrop(cmd.spawn().expect("start agent"));
         let agent = Agent { child, port };
         let started = Instant::now();
@@ -84,6 +100,13 @@ impl Agent {
 
     fn pid(&self) -> u32 {
         self.child.0.id()
+    }
+
+    /// Descriptors the agent has open now.
+    fn open_descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     fn metric(&self, name: &str) -> f64 {
@@ -112,6 +135,14 @@ impl Agent {
     }
 }
 
+/// One case at a time: each measures the machine-wide sample rate, which
+/// another case's agent, recording and load beside it would skew.
+static ONE_CASE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CASE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What a hostile case saw of the agent while it ran.
 #[derive(Debug)]
 struct Watch {
@@ -121,6 +152,7 @@ struct Watch {
     failed_health: u32,
     peak_rss_kib: u64,
     peak_anon_kib: u64,
+    peak_descriptors: usize,
 }
 
 /// Measures the agent's sample rate, starts `hostile` and runs it to its
@@ -135,6 +167,7 @@ fn watch_agent(agent: &Agent, hostile: impl FnOnce() -> Child) -> (Watch, std::p
     let mut failed_health = 0;
     let mut peak_rss_kib = 0;
     let mut peak_anon_kib = 0;
+    let mut peak_descriptors = 0;
     loop {
         let (code, took) = get(agent.port, "/healthz", Duration::from_secs(2));
         slowest_health = slowest_health.max(took);
@@ -143,6 +176,7 @@ fn watch_agent(agent: &Agent, hostile: impl FnOnce() -> Child) -> (Watch, std::p
         }
         peak_rss_kib = peak_rss_kib.max(rss_kib(agent.pid()));
         peak_anon_kib = peak_anon_kib.max(rss_anon_kib(agent.pid()));
+        peak_descriptors = peak_descriptors.max(agent.open_descriptors());
         if hostile.try_wait().expect("wait").is_some() {
             break;
         }
@@ -163,6 +197,7 @@ fn watch_agent(agent: &Agent, hostile: impl FnOnce() -> Child) -> (Watch, std::p
             failed_health,
             peak_rss_kib,
             peak_anon_kib,
+            peak_descriptors,
         },
         out,
     )
@@ -229,6 +264,7 @@ fn library_truncated_or_rewritten_under_its_mapping_kills_nothing() {
     if !require_root_perf(case) {
         return;
     }
+    let _one = exclusive();
     let dir = TempDir::new("cut");
     let _load = steady_load();
     let agent = Agent::start();
@@ -275,4 +311,169 @@ fn library_truncated_or_rewritten_under_its_mapping_kills_nothing() {
             .any(|s| s.frames.iter().any(|f| f == "cutter_callback")),
         "the recording has no stack of the cutter"
     );
+}
+
+/// One process maps 5,000 distinct executable memory files while the
+/// agent may open only 1,024 descriptors: a profiler that keeps every
+/// mapped file open runs out, and its own ports go dead with it.
+#[test]
+fn five_thousand_memfd_mappings_do_not_exhaust_descriptors() {
+    let case = "five_thousand_memfd_mappings_do_not_exhaust_descriptors";
+    if !require_root_perf(case) {
+        return;
+    }
+    let _one = exclusive();
+    let _load = steady_load();
+    let agent = Agent::start_with_nofile(Some(1024));
+    let dir = TempDir::new("memfds");
+    let record_out = dir.path("machine.folded");
+    let mut record = None;
+    let (w, out) = watch_agent(&agent, || {
+        record = Some(start_record(12, &record_out));
+        Command::new(workload("memfds"))
+            .arg(workload("libcut.so"))
+            .args(["5000", "8"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start memfds")
+    });
+    assert!(
+        text(&out.stdout).contains("mapped 5000"),
+        "memfds: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    check_agent(case, &w);
+    let binaries = agent.metric("hearth_binaries");
+    let kept = agent.metric("hearth_binary_descriptors");
+    eprintln!("{case}: {binaries} binaries held, {kept} descriptors kept");
+    assert!(
+        w.peak_descriptors < 512,
+        "{} descriptors open under a limit of 1024",
+        w.peak_descriptors
+    );
+    assert!(binaries >= 1000.0, "the mappings were not parsed");
+    assert!(kept <= 128.0, "{kept} descriptors kept under a 1024 limit");
+    agent.stop();
+
+    let record = record.expect("record started");
+    let out = record.wait_with_output().expect("record output");
+    assert!(
+        out.status.success(),
+        "record exit {:?}:\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    let stacks = read_folded(&record_out);
+    assert!(
+        stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f == "memfds_spin")),
+        "the recording has no stack of the memfds process"
+    );
+}
+
+/// Unmounts a FUSE file system and ends its server, also on failure.
+struct Mount {
+    server: KillOnDrop,
+    point: std::path::PathBuf,
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // Killing the server aborts the requests that wait for it.
+        let _ = self.server.0.kill();
+        let _ = Command::new("umount").arg("-l").arg(&self.point).status();
+    }
+}
+
+/// A program runs from a FUSE mount whose server stops answering: every
+/// open of its file after the exec hangs, as with a network mount whose
+/// server went away. Sampling must not wait for it.
+#[test]
+fn binary_on_a_hung_fuse_mount_does_not_stall_sampling() {
+    let case = "binary_on_a_hung_fuse_mount_does_not_stall_sampling";
+    if !require_root_perf(case) {
+        return;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        skip_or_fail(case, "no /dev/fuse");
+        return;
+    }
+    let _one = exclusive();
+    let dir = TempDir::new("fuse");
+    let point = dir.path("mnt");
+    std::fs::create_dir_all(&point).expect("mount point");
+    let server = Command::new(workload("hangfs"))
+        .arg(workload("split_c"))
+        .arg(&point)
+        .arg("-f")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hangfs");
+    let mount = Mount {
+        server: KillOnDrop(server),
+        point: point.clone(),
+    };
+    let app = point.join("app");
+    let started = Instant::now();
+    while std::fs::metadata(&app).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the FUSE file system did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _load = steady_load();
+    let agent = Agent::start();
+    let record_out = dir.path("machine.folded");
+    let mut record = None;
+    let (w, out) = watch_agent(&agent, || {
+        record = Some(start_record(10, &record_out));
+        Command::new(&app)
+            .arg("8")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the program on the FUSE mount")
+    });
+    assert!(out.status.success(), "app: {}", text(&out.stderr));
+    check_agent(case, &w);
+    let stalls = agent.metric("hearth_binary_load_stalls_total");
+    eprintln!("{case}: load stalls {stalls}");
+    assert!(stalls >= 1.0, "no load of the hung file happened");
+    // The recording ends on time: it writes its output although one of its
+    // threads still waits for the file system.
+    let record_end = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&record_out).map_or(true, |m| m.len() == 0) {
+        assert!(
+            Instant::now() < record_end,
+            "the recording did not end on time"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A thread blocked in a FUSE request the server took cannot be woken
+    // (the kernel waits uninterruptibly once a request was read), so no
+    // process, Hearth included, can finish exiting until the server goes.
+    drop(mount);
+    let log = agent.stop();
+    assert!(log.contains("took over"), "{log}");
+    let record = record.expect("record started");
+    let out = record.wait_with_output().expect("record output");
+    assert!(
+        out.status.success(),
+        "record exit {:?}:\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    // The program's frames are counted (in the hung binary, so unnamed).
+    let stacks = read_folded(&record_out);
+    let app_samples: u64 = stacks
+        .iter()
+        .filter(|s| s.frames.first().is_some_and(|f| f == "app"))
+        .map(|s| s.count)
+        .sum();
+    assert!(app_samples > 100, "{app_samples} samples of the program");
 }

@@ -18,6 +18,11 @@ build split.c split_c
 build shortlived.c shortlived
 build spawner.c spawner
 build many.c many
+build memfds.c memfds
+# A FUSE file system that stops answering (libfuse3-dev).
+echo "  CC  hangfs.c -> $out/hangfs"
+# shellcheck disable=SC2046 # pkg-config prints several flags
+"$CC" "${CFLAGS[@]}" -o "$out/hangfs" "$here/hangfs.c" $(pkg-config --cflags --libs fuse3)
 # The hostile-file workload and the library it cuts short under itself.
 echo "  CC  cutlib.c -> $out/libcut.so"
 "$CC" "${CFLAGS[@]}" -shared -fPIC -o "$out/libcut.so" "$here/cutlib.c"

@@ -59,6 +59,14 @@ pub struct AgentMetrics {
     pub remapped_files: Arc<MirroredCounter>,
     /// Pages of mapped files that vanished under a read (see fault_guard).
     mapped_file_zero_pages: MirroredCounter,
+    /// Parsed binaries the process table holds, and descriptors they keep.
+    pub binaries: Gauge,
+    pub binary_descriptors: Gauge,
+    /// The loader threads: loads waiting, loads that stalled, and frames
+    /// counted before their binary was parsed.
+    pub binary_loads_pending: Gauge,
+    pub binary_load_stalls: Arc<MirroredCounter>,
+    pub unparsed_frames: Arc<MirroredCounter>,
     hooks: Mutex<Vec<ScrapeHook>>,
     heartbeat: AtomicU64,
     started: AtomicBool,
@@ -94,6 +102,11 @@ impl AgentMetrics {
             watch: Mutex::new(None),
             remapped_files: Arc::default(),
             mapped_file_zero_pages: MirroredCounter::default(),
+            binaries: Gauge::default(),
+            binary_descriptors: Gauge::default(),
+            binary_loads_pending: Gauge::default(),
+            binary_load_stalls: Arc::default(),
+            unparsed_frames: Arc::default(),
             hooks: Mutex::new(Vec::new()),
             heartbeat: AtomicU64::new(0),
             started: AtomicBool::new(false),
@@ -181,6 +194,31 @@ impl AgentMetrics {
                 "mapped_file_zero_pages",
                 "Reads of a mapped file past its end (truncated by its owner) answered with a zero page instead of a crash",
                 m.mapped_file_zero_pages.counter.clone(),
+            );
+            r.register(
+                "binaries",
+                "Parsed executable files the process table holds (bounded)",
+                m.binaries.clone(),
+            );
+            r.register(
+                "binary_descriptors",
+                "Descriptors those files keep open (bounded; the rest are reached through their mapping)",
+                m.binary_descriptors.clone(),
+            );
+            r.register(
+                "binary_loads_pending",
+                "Binaries waiting to be opened and parsed on the loader threads",
+                m.binary_loads_pending.clone(),
+            );
+            r.register(
+                "binary_load_stalls",
+                "Binary loads that took over 2 s; files on their file system are not read any more",
+                m.binary_load_stalls.counter.clone(),
+            );
+            r.register(
+                "unparsed_frames",
+                "User frames counted before their binary was parsed (unwound without its tables)",
+                m.unparsed_frames.counter.clone(),
             );
         }
         m

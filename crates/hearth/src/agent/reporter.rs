@@ -22,6 +22,9 @@ pub fn run(
 ) {
     // Symbol caches live as long as the agent: each address is resolved once.
     let mut symbolizer = Symbolizer::new();
+    // Each parsed file holds a descriptor: a share of the limit, as the
+    // process table's binaries get.
+    symbolizer.file_limit = hearth_proc::binary::descriptor_share();
     let default_attributes = AttributeConfig::default();
     let host = opts.host_name();
     for window in windows {

@@ -15,6 +15,10 @@ use super::AgentOptions;
 use crate::batch::{pump, Batch};
 use crate::converter::{Converter, PidFilter};
 
+/// How long start-up waits for the binaries of the processes already
+/// running to be parsed.
+pub const STARTUP_LOADS: Duration = Duration::from_secs(5);
+
 /// One reporting interval's samples.
 pub struct Window {
     pub aggregate: Aggregate,
@@ -53,7 +57,11 @@ pub fn run(
     config.ring_bytes_per_cpu = opts.ring_bytes_per_cpu;
     let mut session = Session::open(&config)?;
     let mut table = ProcessTable::new();
+    // Binaries are opened on loader threads: a file on a hung mount must
+    // not stall this thread. The first ones get a few seconds to arrive.
+    table.use_loader().context("starting the binary loader")?;
     table.scan_all();
+    table.settle(STARTUP_LOADS);
     let mut converter = Converter::new(session.format(), table, PidFilter::All);
     session.enable().context("enabling the sampling events")?;
     metrics.sampling_started();
@@ -84,6 +92,20 @@ pub fn run(
             stats.lost_records.saturating_sub(last_stats.lost_records),
         );
         metrics.remapped_files.set_total(stats.remapped_files);
+        metrics.unparsed_frames.set_total(stats.unparsed_frames);
+        metrics
+            .binary_loads_pending
+            .set(i64::try_from(converter.table.pending_loads()).unwrap_or(i64::MAX));
+        if let Some(loader) = converter.table.loader() {
+            metrics.binary_load_stalls.set_total(loader.stats.stalls);
+        }
+        let binaries = &converter.table.binaries;
+        metrics
+            .binaries
+            .set(i64::try_from(binaries.len()).unwrap_or(i64::MAX));
+        metrics
+            .binary_descriptors
+            .set(i64::try_from(binaries.descriptors().open()).unwrap_or(i64::MAX));
         last_stats = stats;
         if stopping || window_start.elapsed() >= window_len {
             let window = Window {

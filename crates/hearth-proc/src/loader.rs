@@ -1,0 +1,300 @@
+//! Opening, parsing and checking binaries away from the sampling thread.
+//!
+//! The files a profiled process maps can live anywhere: on a FUSE or NFS
+//! mount inside a container whose server stopped answering, an `open` of
+//! them never returns. Nothing of that may reach the thread that drains
+//! the perf rings, so every file operation on another process's binary
+//! happens here, on loader threads: the process table sends a request and
+//! goes on; results are applied when it next asks ([`Loader::poll`]).
+//!
+//! A load that takes longer than [`STALL`] marks its file system
+//! (device) unresponsive: later requests for files on it are refused at
+//! once, and a fresh loader thread takes over from the stuck one, up to
+//! [`MAX_THREADS`] threads in all, so one hung mount costs one thread and
+//! never the others' loads.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::binary::{open_candidates, Binary, BinaryKey, DescriptorBudget, LoadError, Opened};
+
+/// How long one load may take before its file system counts as hung.
+pub const STALL: Duration = Duration::from_secs(2);
+/// Most loader threads at once, stuck ones included.
+pub const MAX_THREADS: usize = 4;
+/// Requests waiting for a loader thread; past this, requests are refused
+/// (and made again later by the process table).
+pub const QUEUE: usize = 4096;
+
+enum Request {
+    Load {
+        key: BinaryKey,
+        path: Arc<str>,
+        candidates: Vec<String>,
+    },
+    /// Which of these binaries changed since they were parsed?
+    Check(Vec<(BinaryKey, Arc<Binary>)>),
+}
+
+/// What a loader thread sends back.
+pub enum Outcome {
+    Loaded {
+        key: BinaryKey,
+        /// Boxed: a parsed binary is large, and outcomes queue up.
+        opened: Box<Opened>,
+    },
+    /// The binaries of a [`Loader::check`] whose file changed.
+    Changed(Vec<(BinaryKey, Arc<Binary>)>),
+}
+
+/// What one loader thread is doing, for the stall watch.
+#[derive(Default)]
+struct ThreadState {
+    /// Milliseconds since the loader started when the current request
+    /// began, plus one; 0 while idle.
+    busy_since: AtomicU64,
+    /// Device of the current request, `major << 32 | minor`.
+    device: AtomicU64,
+    stuck: AtomicBool,
+}
+
+struct Shared {
+    queue: Mutex<Receiver<Request>>,
+    outcomes: Sender<Outcome>,
+    budget: Arc<DescriptorBudget>,
+    /// Devices whose file system did not answer within [`STALL`].
+    unresponsive: Mutex<HashSet<u64>>,
+    /// Requests refused because their device is in `unresponsive`.
+    refused: AtomicU64,
+    epoch: Instant,
+}
+
+fn device_of(key: &BinaryKey) -> Option<u64> {
+    match key {
+        BinaryKey::Inode { major, minor, .. } => {
+            Some((u64::from(*major) << 32) | u64::from(*minor))
+        }
+        BinaryKey::Path(_) => None,
+    }
+}
+
+/// Counters of the loader, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoaderStats {
+    /// Requests refused because the queue was full.
+    pub queue_full: u64,
+    /// Loads that took longer than [`STALL`].
+    pub stalls: u64,
+    /// Requests refused because their file system is unresponsive.
+    pub refused_unresponsive: u64,
+}
+
+pub struct Loader {
+    requests: SyncSender<Request>,
+    outcomes: Receiver<Outcome>,
+    shared: Arc<Shared>,
+    threads: Vec<Arc<ThreadState>>,
+    check_pending: bool,
+    /// Paths of loads that stalled since the last [`Loader::take_stalled`].
+    stalled: Vec<String>,
+    pub stats: LoaderStats,
+}
+
+impl Loader {
+    /// Starts one loader thread; more start only to replace stuck ones.
+    pub fn start(budget: Arc<DescriptorBudget>) -> std::io::Result<Loader> {
+        let (requests, queue) = mpsc::sync_channel(QUEUE);
+        let (outcomes_tx, outcomes) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(queue),
+            outcomes: outcomes_tx,
+            budget,
+            unresponsive: Mutex::new(HashSet::new()),
+            refused: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        let mut loader = Loader {
+            requests,
+            outcomes,
+            shared,
+            threads: Vec::new(),
+            check_pending: false,
+            stalled: Vec::new(),
+            stats: LoaderStats::default(),
+        };
+        loader.spawn()?;
+        Ok(loader)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let state = Arc::new(ThreadState::default());
+        let shared = self.shared.clone();
+        let mine = state.clone();
+        std::thread::Builder::new()
+            .name("hearth-loader".into())
+            .spawn(move || run(&shared, &mine))?;
+        self.threads.push(state);
+        Ok(())
+    }
+
+    /// Asks for `key` to be opened from `candidates`. False if the queue is
+    /// full (ask again later).
+    pub fn load(&mut self, key: BinaryKey, path: Arc<str>, candidates: Vec<String>) -> bool {
+        match self.requests.try_send(Request::Load {
+            key,
+            path,
+            candidates,
+        }) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.queue_full += 1;
+                false
+            }
+        }
+    }
+
+    /// Asks which of `binaries` changed since they were parsed, unless the
+    /// previous question is still unanswered.
+    pub fn check(&mut self, binaries: Vec<(BinaryKey, Arc<Binary>)>) {
+        if self.check_pending || binaries.is_empty() {
+            return;
+        }
+        if self.requests.try_send(Request::Check(binaries)).is_ok() {
+            self.check_pending = true;
+        }
+    }
+
+    /// Outcomes that arrived since the last call; also notices loads that
+    /// stalled, marks their file system unresponsive and replaces their
+    /// thread. Never blocks.
+    pub fn poll(&mut self) -> Vec<Outcome> {
+        self.watch_stalls();
+        let mut out = Vec::new();
+        while let Ok(o) = self.outcomes.try_recv() {
+            if matches!(o, Outcome::Changed(_)) {
+                self.check_pending = false;
+            }
+            out.push(o);
+        }
+        out
+    }
+
+    /// Waits up to `timeout` for the next outcome (start-up only: the
+    /// sampling thread never waits here).
+    pub fn wait(&mut self, timeout: Duration) -> Vec<Outcome> {
+        let mut out = self.poll();
+        if out.is_empty() {
+            if let Ok(o) = self.outcomes.recv_timeout(timeout) {
+                if matches!(o, Outcome::Changed(_)) {
+                    self.check_pending = false;
+                }
+                out.push(o);
+                out.extend(self.poll());
+            }
+        }
+        out
+    }
+
+    /// Paths whose load stalled since the last call, for the log.
+    pub fn take_stalled(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.stalled)
+    }
+
+    /// Loader threads, stuck ones included.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    fn watch_stalls(&mut self) {
+        let now = elapsed_ms(&self.shared);
+        for t in &self.threads {
+            let since = t.busy_since.load(Ordering::Acquire);
+            let busy_for = now.saturating_sub(since.saturating_sub(1));
+            if since == 0 || busy_for < STALL.as_millis() as u64 {
+                continue;
+            }
+            if !t.stuck.swap(true, Ordering::AcqRel) {
+                self.stats.stalls += 1;
+                let device = t.device.load(Ordering::Acquire);
+                lock(&self.shared.unresponsive).insert(device);
+                self.stalled
+                    .push(format!("device {}:{}", device >> 32, device & 0xffff_ffff));
+            }
+        }
+        // Threads that came back are no longer stuck; count the live ones.
+        let live = self
+            .threads
+            .iter()
+            .filter(|t| !t.stuck.load(Ordering::Acquire))
+            .count();
+        if live == 0 && self.threads.len() < MAX_THREADS {
+            let _ = self.spawn();
+        }
+        self.stats.refused_unresponsive = self.shared.refused.load(Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn elapsed_ms(shared: &Shared) -> u64 {
+    u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn run(shared: &Shared, state: &ThreadState) {
+    loop {
+        // Only the receive holds the lock, never a load: a stuck thread
+        // does not keep the others from taking requests.
+        let request = match lock(&shared.queue).recv() {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        let outcome = match request {
+            Request::Load {
+                key,
+                path,
+                candidates,
+            } => {
+                let device = device_of(&key);
+                if device.is_some_and(|d| lock(&shared.unresponsive).contains(&d)) {
+                    shared.refused.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Loaded {
+                        key,
+                        opened: Box::new(Opened {
+                            result: Err(LoadError::Unresponsive {
+                                path: path.to_string(),
+                            }),
+                            inode_mismatch: false,
+                        }),
+                    }
+                } else {
+                    state.device.store(device.unwrap_or(0), Ordering::Release);
+                    state
+                        .busy_since
+                        .store(elapsed_ms(shared) + 1, Ordering::Release);
+                    let opened =
+                        Box::new(open_candidates(&key, &path, &candidates, &shared.budget));
+                    state.busy_since.store(0, Ordering::Release);
+                    state.stuck.store(false, Ordering::Release);
+                    Outcome::Loaded { key, opened }
+                }
+            }
+            Request::Check(binaries) => {
+                state
+                    .busy_since
+                    .store(elapsed_ms(shared) + 1, Ordering::Release);
+                let changed = binaries.into_iter().filter(|(_, b)| b.changed()).collect();
+                state.busy_since.store(0, Ordering::Release);
+                state.stuck.store(false, Ordering::Release);
+                Outcome::Changed(changed)
+            }
+        };
+        if shared.outcomes.send(outcome).is_err() {
+            return;
+        }
+    }
+}

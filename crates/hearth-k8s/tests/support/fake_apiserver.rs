@@ -86,6 +86,8 @@ pub struct RecordedRequest {
     /// The HTTP status answered (`200` for a watch that was opened, even if
     /// it then delivered a `410` ERROR event).
     pub status: u16,
+    /// The `User-Agent` header, if the client sent one.
+    pub user_agent: Option<String>,
 }
 
 /// Classification of a [`RecordedRequest`].
@@ -827,6 +829,10 @@ fn handle_request(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Fake
             .map(|(_, v)| v.as_str())
     };
     let is_watch = matches!(param("watch"), Some("true" | "1"));
+    let user_agent = req
+        .headers()
+        .get("user-agent")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let route = route(&path);
     let kind = match (&route, method == Method::GET) {
         (Route::Pods { name: Some(_), .. }, true) => RequestKind::Get,
@@ -897,6 +903,7 @@ fn handle_request(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Fake
         at: Instant::now(),
         kind,
         status: response.status().as_u16(),
+        user_agent,
     });
     response
 }

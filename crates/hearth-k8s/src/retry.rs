@@ -99,7 +99,10 @@ mod tests {
             assert!(d.as_secs_f64() >= lo && d.as_secs_f64() <= hi, "{delays:?}");
         }
         for d in &delays[3..] {
-            assert!(d.as_secs_f64() >= 2.5 && d.as_secs_f64() <= 5.0, "{delays:?}");
+            assert!(
+                d.as_secs_f64() >= 2.5 && d.as_secs_f64() <= 5.0,
+                "{delays:?}"
+            );
         }
         // Jittered: not all the same.
         assert!(delays[3..].windows(2).any(|w| w[0] != w[1]), "{delays:?}");

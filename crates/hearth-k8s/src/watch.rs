@@ -86,6 +86,8 @@ pub struct WatchStatus {
     pub failures: AtomicU64,
     /// `410 Gone` answers (expected now and then; the watcher relists).
     pub expired: AtomicU64,
+    /// Pods in the store (deleted ones within their grace period included).
+    pub pods: AtomicU64,
 }
 
 /// Loads the client configuration: an explicit kubeconfig, else the
@@ -115,9 +117,11 @@ pub async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, K8sError> 
 /// retries 429/503/504 up to 15 times over minutes, hidden from the watch;
 /// the watch's own backoff is the one retry policy).
 pub fn build_client(mut config: Config) -> Result<Client, K8sError> {
-    let agent = http::HeaderValue::from_str(&user_agent())
-        .map_err(|e| K8sError::Client(e.to_string()))?;
-    config.headers.retain(|(name, _)| name != http::header::USER_AGENT);
+    let agent =
+        http::HeaderValue::from_str(&user_agent()).map_err(|e| K8sError::Client(e.to_string()))?;
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
     config.headers.push((http::header::USER_AGENT, agent));
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.default_retry = false;
@@ -217,6 +221,7 @@ pub async fn run(
             _ = housekeeping.tick() => {
                 let now = Instant::now();
                 store.expire(now, config.delete_grace);
+                status.pods.store(store.len() as u64, Ordering::Relaxed);
                 if let Some(line) = log.tick(now) {
                     emit(line);
                 }
@@ -228,14 +233,17 @@ pub async fn run(
                     None => break,
                     Some(Ok(event)) => {
                         status.events.fetch_add(1, Ordering::Relaxed);
-                        if matches!(event, Event::InitDone) {
+                        let listed = matches!(event, Event::InitDone);
+                        apply(&store, &config, event, now, &status);
+                        status.pods.store(store.len() as u64, Ordering::Relaxed);
+                        if listed {
+                            // The store holds the whole list by now.
                             status.healthy.store(true, Ordering::Relaxed);
                             backoff.reset();
                             if let Some(line) = log.success(now) {
                                 emit(line);
                             }
                         }
-                        apply(&store, &config, event, now, &status);
                     }
                     Some(Err(e)) if status_code(&e) == Some(410) => {
                         // The resource version is too old: the watcher

@@ -515,7 +515,9 @@ fn list_and_watch_requests_carry_a_hearth_user_agent() {
         Duration::from_secs(120),
         Duration::from_secs(60),
     );
-    assert!(s.server.wait_for_watches_blocking(1, Duration::from_secs(10)));
+    assert!(s
+        .server
+        .wait_for_watches_blocking(1, Duration::from_secs(10)));
     let want = format!("hearth/{}", env!("CARGO_PKG_VERSION"));
     let requests = s.server.requests();
     let (lists, watches): (Vec<_>, Vec<_>) = requests
@@ -526,4 +528,51 @@ fn list_and_watch_requests_carry_a_hearth_user_agent() {
     for r in lists.iter().chain(&watches) {
         assert_eq!(r.user_agent.as_deref(), Some(want.as_str()), "{r:?}");
     }
+}
+
+#[test]
+fn api_answering_503_recovers_within_seconds_not_minutes() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = setup(
+        "unavailable",
+        AttributeConfig::default(),
+        Duration::from_secs(120),
+        Duration::from_secs(60),
+    );
+    assert!(s.watch.status.healthy.load(Relaxed));
+    s.server.set_unavailable(true);
+    s.server.close_watches();
+    wait_until("a failure on 503", Duration::from_secs(10), || {
+        !s.watch.status.healthy.load(Relaxed)
+    });
+    let id = "8".repeat(64);
+    s.server.add_pod(pod_with_container(
+        "during-503",
+        "22222222-3333-4444-8555-666666666666",
+        &id,
+    ));
+    std::thread::sleep(Duration::from_secs(8));
+    let answered_503 = s
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.status == 503)
+        .count();
+    s.server.set_unavailable(false);
+    let back = Instant::now();
+    // kube's client retried 503 by itself up to 15 times over ~160 s.
+    wait_until(
+        "the pod created while the API answered 503",
+        Duration::from_secs(10),
+        || s.watch.store.by_container_id(&id).is_some(),
+    );
+    eprintln!(
+        "503 for 8 s: {answered_503} requests answered 503, pod resolved {:?} after",
+        back.elapsed()
+    );
+    assert!(s.watch.status.healthy.load(Relaxed));
+    assert!(
+        answered_503 <= 8,
+        "{answered_503} requests in 8 s of 503 answers"
+    );
 }

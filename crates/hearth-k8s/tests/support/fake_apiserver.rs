@@ -19,8 +19,11 @@
 //!   as `ADDED` or `DELETED`, as the real watch cache does.
 //! * `GET /api/v1/namespaces/<ns>/pods/<name>` and `GET /version`.
 //! * Bearer token authentication (`401` on a wrong or missing token), a
-//!   `403 Forbidden` switch and an outage switch that closes the listener
-//!   (connections are refused) and later listens again on the same port.
+//!   `403 Forbidden` switch, a `503 Service Unavailable` switch and an
+//!   outage switch that closes the listener (connections are refused) and
+//!   later listens again on the same port.
+//! * Every request is recorded ([`RecordedRequest`]: method, path and
+//!   query, status, `User-Agent`).
 //!
 //! Everything is driven from the test through [`FakeApiServer`], whose
 //! methods are synchronous and thread-safe, so they can be called from
@@ -222,6 +225,7 @@ struct State {
     next_watch_id: u64,
     next_uid: u64,
     forbidden: bool,
+    unavailable: bool,
     requests: Vec<RecordedRequest>,
 }
 
@@ -287,6 +291,7 @@ impl FakeApiServer {
                 next_watch_id: 1,
                 next_uid: 1,
                 forbidden: false,
+                unavailable: false,
                 requests: Vec::new(),
             }),
             bytes_sent: AtomicU64::new(0),
@@ -513,6 +518,13 @@ preferences: {{}}
     /// RBAC change): call [`Self::close_watches`] to make clients notice.
     pub fn set_forbidden(&self, forbidden: bool) {
         self.shared.lock().forbidden = forbidden;
+    }
+
+    /// While on, every new request gets `503 Service Unavailable` with a
+    /// Status body, as from an API server that is starting or overloaded
+    /// (open watches stay open: combine with [`Self::close_watches`]).
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.shared.lock().unavailable = unavailable;
     }
 
     /// Outage switch. `true`: stop listening and drop every open
@@ -850,6 +862,12 @@ fn handle_request(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Fake
     let mut st = shared.lock();
     let result: Result<Response<FakeBody>, ApiError> = if !authorized {
         Err(ApiError::new(401, "Unauthorized", "Unauthorized"))
+    } else if st.unavailable {
+        Err(ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ))
     } else if st.forbidden {
         Err(forbidden(&route, kind, &path))
     } else {

@@ -9,10 +9,12 @@
 //! * [`attributes`]: OpenTelemetry resource attributes of a container,
 //!   `service.*` included, and the opt-in export of labels and annotations.
 //! * [`watch`]: the list/watch of this node's pods that feeds the store,
-//!   with backoff and quiet, summarized logging.
+//!   with quiet, summarized logging.
+//! * [`retry`]: when the watch tries again after a failure.
 
 pub mod attributes;
 pub mod meta;
+pub mod retry;
 pub mod store;
 pub mod watch;
 pub mod workload;

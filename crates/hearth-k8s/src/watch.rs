@@ -3,10 +3,11 @@
 //! Only pods with `spec.nodeName=<node>` are listed and watched, so the API
 //! server's work and the agent's memory grow with the pods of one node, not
 //! of the cluster. The watcher relists on `410 Gone`, retries every error
-//! with backoff, and reports through a [`FailureLog`]: one WARN line when
-//! the API server becomes unreachable or forbids the list, a summary a
-//! minute while it stays so, one INFO line when it is back. Profiling never
-//! waits for it: samples keep their container ids meanwhile.
+//! with backoff (see [`crate::retry`]), and reports through a
+//! [`FailureLog`]: one WARN line when the API server becomes unreachable or
+//! forbids the list, a summary a minute while it stays so, one INFO line
+//! when a list succeeds again. Profiling never waits for it: samples keep
+//! their container ids meanwhile.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,11 +18,11 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Config};
 
 use crate::attributes::AttributeConfig;
 use crate::meta::PodMeta;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::store::PodStore;
 use hearth_telemetry::{FailureLog, LogLine};
 
@@ -37,12 +38,28 @@ pub enum K8sError {
     Thread(std::io::Error),
 }
 
+/// One failure summary a minute while the API server fails.
+pub const DEFAULT_SUMMARY_PERIOD: Duration = Duration::from_secs(60);
+
+/// How long a connection to the API server may take: short, so that an API
+/// server whose address drops packets still gets an attempt every few
+/// seconds (kube's default is 30 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `hearth/<version>` on every request, so API server audit logs and
+/// priority-and-fairness rules can tell Hearth's requests apart.
+pub fn user_agent() -> String {
+    format!("hearth/{}", env!("CARGO_PKG_VERSION"))
+}
+
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
     pub node_name: String,
     pub delete_grace: Duration,
     /// At most one failure summary per this period.
     pub summary_period: Duration,
+    /// Delays between attempts while the API server fails.
+    pub retry: RetryPolicy,
     pub attributes: Arc<AttributeConfig>,
 }
 
@@ -51,7 +68,8 @@ impl WatchConfig {
         WatchConfig {
             node_name: node_name.into(),
             delete_grace: crate::store::DEFAULT_DELETE_GRACE,
-            summary_period: Duration::from_secs(60),
+            summary_period: DEFAULT_SUMMARY_PERIOD,
+            retry: RetryPolicy::default(),
             attributes,
         }
     }
@@ -60,13 +78,16 @@ impl WatchConfig {
 /// Counters and state of the watch, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct WatchStatus {
-    /// True while the last list or watch call succeeded.
+    /// True from a completed pod list (initial list or relist) until the
+    /// next failed list or watch call; false before the first list.
     pub healthy: AtomicBool,
     pub events: AtomicU64,
     pub relists: AtomicU64,
     pub failures: AtomicU64,
     /// `410 Gone` answers (expected now and then; the watcher relists).
     pub expired: AtomicU64,
+    /// Pods in the store (deleted ones within their grace period included).
+    pub pods: AtomicU64,
 }
 
 /// Loads the client configuration: an explicit kubeconfig, else the
@@ -89,6 +110,22 @@ pub async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, K8sError> 
             .await
             .map_err(|e| K8sError::NoConfig(e.to_string())),
     }
+}
+
+/// The client for the watch: Hearth's User-Agent on every request, a
+/// short connect timeout, and no retries inside the client (its default
+/// retries 429/503/504 up to 15 times over minutes, hidden from the watch;
+/// the watch's own backoff is the one retry policy).
+pub fn build_client(mut config: Config) -> Result<Client, K8sError> {
+    let agent =
+        http::HeaderValue::from_str(&user_agent()).map_err(|e| K8sError::Client(e.to_string()))?;
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    config.headers.push((http::header::USER_AGENT, agent));
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.default_retry = false;
+    Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
 }
 
 /// Whether a cluster configuration is at hand without reading it: in a
@@ -119,11 +156,13 @@ fn describe(e: &watcher::Error) -> String {
     }
 }
 
-fn emit(line: LogLine, endpoint: &str) {
+fn emit(line: LogLine, endpoint: &str, summary_period: Duration) {
     match line {
         LogLine::FirstFailure { cause } => tracing::warn!(
             %endpoint,
-            "Kubernetes pod watch failing, profiling continues with container ids only: {cause}"
+            event = "k8s_watch_failing",
+            "Kubernetes pod watch failing, profiling continues with container ids only (no pod names) \
+             until a pod list succeeds; retrying every few seconds, further failures summarized every {summary_period:.0?}: {cause}"
         ),
         LogLine::Summary {
             failures,
@@ -131,18 +170,25 @@ fn emit(line: LogLine, endpoint: &str) {
             since,
         } => tracing::warn!(
             %endpoint,
-            "Kubernetes pod watch still failing after {}s: {failures} more failures, last: {last_cause}",
-            since.as_secs()
+            event = "k8s_watch_still_failing",
+            "Kubernetes pod watch still failing after {since:.0?}: {failures} more failed attempts, last: {last_cause}"
         ),
         LogLine::Recovered { failures, after } => tracing::info!(
             %endpoint,
-            "Kubernetes pod watch recovered after {}s and {failures} failures",
-            after.as_secs()
+            event = "k8s_watch_recovered",
+            "Kubernetes pod watch recovered: pod list succeeded after {after:.0?} and {failures} failed attempts"
         ),
     }
 }
 
 /// Runs until `shutdown` resolves.
+///
+/// The watcher's own retry (`default_backoff`) is not used: it resets on
+/// the `Init` marker that precedes every list attempt, so it retried about
+/// once a second and looked healthy between attempts. Instead a failure
+/// drops the watcher, and after [`Backoff`]'s delay a fresh one lists
+/// again: the watch is healthy exactly from a completed list (`InitDone`)
+/// to the next failure, and a list that succeeds resets the backoff.
 pub async fn run(
     client: Client,
     endpoint: String,
@@ -153,15 +199,20 @@ pub async fn run(
 ) {
     let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
-    // While failing, a one-item metadata list tells when the API server
-    // answers again: on a quiet node the watch itself may stay silent.
-    let probe_params = kube::api::ListParams::default().fields(&selector).limit(1);
-    let mut events = watcher(api.clone(), watcher::Config::default().fields(&selector))
-        .default_backoff()
-        .boxed();
+    let watcher_config = watcher::Config::default().fields(&selector);
+    let start = || watcher(api.clone(), watcher_config.clone()).boxed();
+    // `None` while backing off after a failure.
+    let mut events = Some(start());
+    let mut backoff = Backoff::new(config.retry);
+    let retry = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(retry);
     let mut log = FailureLog::new(config.summary_period);
-    // Often enough to honour short grace periods, rarely enough to be free.
-    let tick = (config.delete_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let emit = |line: LogLine| emit(line, &endpoint, config.summary_period);
+    // Often enough to honour short grace periods and summary periods,
+    // rarely enough to be free.
+    let tick = (config.delete_grace / 4)
+        .min(config.summary_period / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut housekeeping = tokio::time::interval(tick);
     tokio::pin!(shutdown);
     loop {
@@ -170,30 +221,29 @@ pub async fn run(
             _ = housekeeping.tick() => {
                 let now = Instant::now();
                 store.expire(now, config.delete_grace);
+                status.pods.store(store.len() as u64, Ordering::Relaxed);
                 if let Some(line) = log.tick(now) {
-                    emit(line, &endpoint);
-                }
-                if log.is_failing() {
-                    let probe = tokio::time::timeout(Duration::from_secs(5), api.list_metadata(&probe_params)).await;
-                    if let Ok(Ok(_)) = probe {
-                        status.healthy.store(true, Ordering::Relaxed);
-                        if let Some(line) = log.success(Instant::now()) {
-                            emit(line, &endpoint);
-                        }
-                    }
+                    emit(line);
                 }
             }
-            event = events.next() => {
+            _ = &mut retry, if events.is_none() => events = Some(start()),
+            event = async { events.as_mut()?.next().await }, if events.is_some() => {
                 let now = Instant::now();
                 match event {
                     None => break,
                     Some(Ok(event)) => {
-                        status.healthy.store(true, Ordering::Relaxed);
                         status.events.fetch_add(1, Ordering::Relaxed);
-                        if let Some(line) = log.success(now) {
-                            emit(line, &endpoint);
-                        }
+                        let listed = matches!(event, Event::InitDone);
                         apply(&store, &config, event, now, &status);
+                        status.pods.store(store.len() as u64, Ordering::Relaxed);
+                        if listed {
+                            // The store holds the whole list by now.
+                            status.healthy.store(true, Ordering::Relaxed);
+                            backoff.reset();
+                            if let Some(line) = log.success(now) {
+                                emit(line);
+                            }
+                        }
                     }
                     Some(Err(e)) if status_code(&e) == Some(410) => {
                         // The resource version is too old: the watcher
@@ -205,8 +255,12 @@ pub async fn run(
                         status.healthy.store(false, Ordering::Relaxed);
                         status.failures.fetch_add(1, Ordering::Relaxed);
                         if let Some(line) = log.failure(now, &describe(&e)) {
-                            emit(line, &endpoint);
+                            emit(line);
                         }
+                        let delay = backoff.next_delay();
+                        tracing::debug!("pod watch failed, next list in {delay:?}: {e}");
+                        events = None;
+                        retry.as_mut().reset(tokio::time::Instant::now() + delay);
                     }
                 }
             }
@@ -266,7 +320,7 @@ impl BackgroundWatch {
         let endpoint = kube_config.cluster_url.to_string();
         let client = {
             let _guard = runtime.enter();
-            Client::try_from(kube_config).map_err(|e| K8sError::Client(e.to_string()))?
+            build_client(kube_config)?
         };
         let store = PodStore::new();
         let status = Arc::new(WatchStatus::default());

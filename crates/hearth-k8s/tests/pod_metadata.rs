@@ -387,3 +387,192 @@ fn outage_forbidden_and_expiry_keep_metadata_and_log_quietly() {
         count("recovered") == 2
     });
 }
+
+/// The outage of acceptance point 4 ("API down for 5 minutes, one summary
+/// a minute"), scaled down 1:15 by default: a 20 s outage with a 4 s
+/// summary period. `HEARTH_K8S_OUTAGE_SECS=300` runs it at full length
+/// (the summary period stays a fifth of the outage).
+fn outage_length() -> Duration {
+    let secs = std::env::var("HEARTH_K8S_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s >= 5)
+        .unwrap_or(20);
+    Duration::from_secs(secs)
+}
+
+/// A pod of this node with one running container `id`.
+fn pod_with_container(name: &str, uid: &str, id: &str) -> serde_json::Value {
+    let mut pod = fake_apiserver::fixture("bare");
+    pod["metadata"]["name"] = serde_json::json!(name);
+    pod["metadata"]["uid"] = serde_json::json!(uid);
+    pod["status"]["containerStatuses"][0]["containerID"] =
+        serde_json::json!(format!("containerd://{id}"));
+    pod
+}
+
+#[test]
+fn watch_started_during_outage_logs_once_and_recovers_within_seconds() {
+    use std::sync::atomic::Ordering::Relaxed;
+    logs();
+    let outage = outage_length();
+    let summary_period = outage / 5;
+    let server = FakeApiServer::start();
+    server.add_fixture("deployment");
+    server.set_down(true);
+    let dir = std::env::temp_dir().join(format!("hearth-k8s-cold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _dir = TempDir(dir.clone());
+    let kubeconfig = dir.join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let mut wc = WatchConfig::new("node1", Arc::new(AttributeConfig::default()));
+    wc.summary_period = summary_period;
+    let watch = BackgroundWatch::start(Some(&kubeconfig), wc).expect("start watch");
+    let endpoint = server.url();
+    let lines = || log_lines_for(endpoint.trim_end_matches('/'));
+
+    // Down: never healthy, however often the watcher retries.
+    let started = Instant::now();
+    let late_id = "7".repeat(64);
+    let mut late_added = false;
+    while started.elapsed() < outage {
+        assert!(
+            !watch.status.healthy.load(Relaxed),
+            "healthy after {:?} with the API server down; lines: {:#?}",
+            started.elapsed(),
+            lines()
+        );
+        if !late_added && started.elapsed() >= outage / 2 {
+            // A pod created during the outage.
+            server.add_pod(pod_with_container(
+                "late-pod",
+                "11111111-2222-4333-8444-555555555555",
+                &late_id,
+            ));
+            late_added = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let failures = watch.status.failures.load(Relaxed);
+    assert!(!watch.store.synced());
+
+    // Back: the pod created meanwhile resolves within 10 s.
+    server.set_down(false);
+    let back = Instant::now();
+    while watch.store.by_container_id(&late_id).is_none() {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "the pod created during the outage did not resolve within 10 s of the API's return; lines: {:#?}",
+            lines()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let recovery = back.elapsed();
+    assert!(watch.status.healthy.load(Relaxed));
+    assert!(watch.store.by_container_id(APP).is_some());
+    // Let any late line arrive before counting.
+    std::thread::sleep(Duration::from_millis(500));
+    let all = lines();
+    let count = |needle: &str| all.iter().filter(|l| l.contains(needle)).count();
+    let (first, summaries, recovered) = (
+        count("pod watch failing"),
+        count("pod watch still failing"),
+        count("pod watch recovered"),
+    );
+    eprintln!(
+        "outage of {outage:?} (summary every {summary_period:?}): {failures} failed attempts, \
+         {first} first-failure, {summaries} summary and {recovered} recovery line(s), \
+         {} lines in all; pod resolved {recovery:?} after the API's return; lines: {all:#?}",
+        all.len()
+    );
+    assert_eq!(first, 1, "{all:#?}");
+    // One summary per period at most, from the first failure on.
+    let periods = started.elapsed().as_secs_f64() / summary_period.as_secs_f64();
+    assert!(
+        summaries as f64 <= periods.floor(),
+        "{summaries} summaries in {periods:.1} periods: {all:#?}"
+    );
+    assert_eq!(recovered, 1, "{all:#?}");
+    assert_eq!(all.len(), first + summaries + recovered, "{all:#?}");
+    assert!(
+        all.iter()
+            .all(|l| l.contains("WARN") || l.contains("pod watch recovered")),
+        "{all:#?}"
+    );
+    // A few attempts per 5 s at most, not one a second.
+    let per_5s = failures as f64 * 5.0 / outage.as_secs_f64();
+    assert!(
+        per_5s <= 3.0,
+        "{failures} failed attempts in {outage:?}: {per_5s:.1} per 5 s"
+    );
+}
+
+#[test]
+fn list_and_watch_requests_carry_a_hearth_user_agent() {
+    let s = setup(
+        "user-agent",
+        AttributeConfig::default(),
+        Duration::from_secs(120),
+        Duration::from_secs(60),
+    );
+    assert!(s
+        .server
+        .wait_for_watches_blocking(1, Duration::from_secs(10)));
+    let want = format!("hearth/{}", env!("CARGO_PKG_VERSION"));
+    let requests = s.server.requests();
+    let (lists, watches): (Vec<_>, Vec<_>) = requests
+        .iter()
+        .filter(|r| r.is_list() || r.is_watch())
+        .partition(|r| r.is_list());
+    assert!(!lists.is_empty() && !watches.is_empty(), "{requests:?}");
+    for r in lists.iter().chain(&watches) {
+        assert_eq!(r.user_agent.as_deref(), Some(want.as_str()), "{r:?}");
+    }
+}
+
+#[test]
+fn api_answering_503_recovers_within_seconds_not_minutes() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = setup(
+        "unavailable",
+        AttributeConfig::default(),
+        Duration::from_secs(120),
+        Duration::from_secs(60),
+    );
+    assert!(s.watch.status.healthy.load(Relaxed));
+    s.server.set_unavailable(true);
+    s.server.close_watches();
+    wait_until("a failure on 503", Duration::from_secs(10), || {
+        !s.watch.status.healthy.load(Relaxed)
+    });
+    let id = "8".repeat(64);
+    s.server.add_pod(pod_with_container(
+        "during-503",
+        "22222222-3333-4444-8555-666666666666",
+        &id,
+    ));
+    std::thread::sleep(Duration::from_secs(8));
+    let answered_503 = s
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.status == 503)
+        .count();
+    s.server.set_unavailable(false);
+    let back = Instant::now();
+    // kube's client retried 503 by itself up to 15 times over ~160 s.
+    wait_until(
+        "the pod created while the API answered 503",
+        Duration::from_secs(10),
+        || s.watch.store.by_container_id(&id).is_some(),
+    );
+    eprintln!(
+        "503 for 8 s: {answered_503} requests answered 503, pod resolved {:?} after",
+        back.elapsed()
+    );
+    assert!(s.watch.status.healthy.load(Relaxed));
+    assert!(
+        answered_503 <= 8,
+        "{answered_503} requests in 8 s of 503 answers"
+    );
+}

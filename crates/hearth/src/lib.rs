@@ -7,10 +7,12 @@
 //! * [`capture`]: a file of raw records, to replay samples in benchmarks.
 //! * [`enrich`]: Kubernetes and host attributes for a report's resources.
 //! * [`recorder`]: the `hearth record` engine (targets, stop conditions).
+//! * [`log_filter`]: the binary's tracing filter (client libraries quiet).
 
 pub mod agent;
 pub mod batch;
 pub mod capture;
 pub mod converter;
 pub mod enrich;
+pub mod log_filter;
 pub mod recorder;

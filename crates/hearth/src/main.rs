@@ -446,10 +446,17 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// `RUST_LOG` if set and valid, else `level`; the client libraries' per
+/// request lines stay out unless asked for (see `hearth::log_filter`).
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use hearth::log_filter::with_client_libraries_quiet as quiet;
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .and_then(|s| EnvFilter::try_new(quiet(&s)).ok())
+        .or_else(|| EnvFilter::try_new(quiet(level)).ok())
+        .unwrap_or_else(|| EnvFilter::new(quiet("warn")));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

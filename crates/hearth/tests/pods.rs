@@ -8,8 +8,8 @@ mod common;
 mod fake_apiserver;
 
 use std::io::Read;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 use prost::Message;
@@ -125,4 +125,172 @@ fn record_groups_samples_by_pod_with_metadata_from_the_api() {
         .requests()
         .iter()
         .all(|r| r.query_param("fieldSelector").as_deref() == Some("spec.nodeName=node1")));
+}
+
+/// Stopped (SIGKILL) if the test ends before it does.
+struct Agent(Option<Child>);
+
+impl Agent {
+    /// SIGTERM, then its stderr and whether it exited cleanly.
+    fn stop(mut self) -> (bool, String) {
+        let Some(child) = self.0.take() else {
+            return (false, String::new());
+        };
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().expect("agent output");
+        (out.status.success(), text(&out.stderr))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A metric's value from the agent's /metrics endpoint.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    use std::io::Write;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Acceptance point 4 of issue 9 against the real agent: started with the
+/// API server down for 5 minutes (`HEARTH_K8S_OUTAGE_SECS` shortens it for
+/// a quick local run), then back. At the agent's default log level: one
+/// WARN, at most one summary a minute, one recovery line, and not one line
+/// from the client libraries; `hearth_k8s_watch_healthy` 0 until the first
+/// good list; a pod created during the outage in the store within 10 s of
+/// the API's return.
+#[test]
+fn agent_started_during_api_outage_logs_once_and_recovers_within_seconds() {
+    let test = "agent_started_during_api_outage_logs_once_and_recovers_within_seconds";
+    if !require_root_perf(test) {
+        return;
+    }
+    let outage = Duration::from_secs(
+        std::env::var("HEARTH_K8S_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(300),
+    );
+    let server = fake_apiserver::FakeApiServer::start();
+    server.add_fixture("deployment");
+    server.set_down(true);
+    let dir = TempDir::new("pods-outage");
+    let kubeconfig = dir.path("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut cmd = Command::new(hearth());
+    without_agent_env(&mut cmd)
+        .args(["agent", "--interval", "1", "--ui-listen", "off"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .args(["--node-name", "node1", "--kubeconfig"])
+        .arg(&kubeconfig)
+        // The default level: no RUST_LOG, no --log-level.
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut agent = Agent(Some(cmd.spawn().expect("start agent")));
+    let healthy = || metric(port, "hearth_k8s_watch_healthy");
+    let pods = || metric(port, "hearth_k8s_pods");
+
+    let started = Instant::now();
+    let mut answered = 0;
+    let mut late_added = false;
+    while started.elapsed() < outage {
+        if let Some(h) = healthy() {
+            answered += 1;
+            assert_eq!(h, 0.0, "healthy after {:?} of outage", started.elapsed());
+        }
+        if !late_added && started.elapsed() >= outage / 2 {
+            let mut pod = fake_apiserver::fixture("bare");
+            pod["metadata"]["name"] = serde_json::json!("late-pod");
+            pod["metadata"]["uid"] = serde_json::json!("11111111-2222-4333-8444-555555555555");
+            server.add_pod(pod);
+            late_added = true;
+        }
+        let child = agent.0.as_mut().expect("agent");
+        assert!(child.try_wait().expect("wait").is_none(), "agent exited");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(answered > 0, "/metrics never answered during the outage");
+
+    server.set_down(false);
+    let back = Instant::now();
+    while !(pods() == Some(2.0) && healthy() == Some(1.0)) {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "not recovered 10 s after the API's return: healthy {:?}, pods {:?}",
+            healthy(),
+            pods()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recovery = back.elapsed();
+    let failures = metric(port, "hearth_k8s_watch_failures_total").unwrap_or(-1.0);
+    std::thread::sleep(Duration::from_secs(1));
+    let total = started.elapsed();
+    let (clean, log) = agent.stop();
+    assert!(clean, "agent exit: {log}");
+
+    let lines: Vec<&str> = log.lines().collect();
+    let k8s: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("hearth_k8s"))
+        .collect();
+    let count = |needle: &str| k8s.iter().filter(|l| l.contains(needle)).count();
+    let (first, summaries, recovered) = (
+        count("pod watch failing"),
+        count("pod watch still failing"),
+        count("pod watch recovered"),
+    );
+    eprintln!(
+        "agent, API down {outage:?}: {failures} failed attempts; {} stderr lines in all, {} from \
+         the watch: {first} WARN, {summaries} summaries, {recovered} recovery; metadata back \
+         {recovery:?} after the API's return\n{log}",
+        lines.len(),
+        k8s.len()
+    );
+    let libraries = [
+        "kube_client",
+        "kube_runtime",
+        "hyper",
+        "tower",
+        "rustls",
+        "h2::",
+    ];
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("ERROR") || libraries.iter().any(|t| l.contains(t))),
+        "{log}"
+    );
+    assert_eq!(first, 1, "{log}");
+    assert!(summaries as u64 <= total.as_secs() / 60, "{log}");
+    assert_eq!(recovered, 1, "{log}");
+    assert_eq!(k8s.len(), first + summaries + recovered, "{log}");
+    // Every other line is the agent's own (start, stop; a warning about
+    // some other process on a shared machine may be among them).
+    assert!(
+        lines.iter().all(|l| l
+            .split_whitespace()
+            .nth(2)
+            .is_some_and(|t| t.starts_with("hearth"))),
+        "{log}"
+    );
 }

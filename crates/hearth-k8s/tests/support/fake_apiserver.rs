@@ -19,8 +19,11 @@
 //!   as `ADDED` or `DELETED`, as the real watch cache does.
 //! * `GET /api/v1/namespaces/<ns>/pods/<name>` and `GET /version`.
 //! * Bearer token authentication (`401` on a wrong or missing token), a
-//!   `403 Forbidden` switch and an outage switch that closes the listener
-//!   (connections are refused) and later listens again on the same port.
+//!   `403 Forbidden` switch, a `503 Service Unavailable` switch and an
+//!   outage switch that closes the listener (connections are refused) and
+//!   later listens again on the same port.
+//! * Every request is recorded ([`RecordedRequest`]: method, path and
+//!   query, status, `User-Agent`).
 //!
 //! Everything is driven from the test through [`FakeApiServer`], whose
 //! methods are synchronous and thread-safe, so they can be called from
@@ -86,6 +89,8 @@ pub struct RecordedRequest {
     /// The HTTP status answered (`200` for a watch that was opened, even if
     /// it then delivered a `410` ERROR event).
     pub status: u16,
+    /// The `User-Agent` header, if the client sent one.
+    pub user_agent: Option<String>,
 }
 
 /// Classification of a [`RecordedRequest`].
@@ -220,6 +225,7 @@ struct State {
     next_watch_id: u64,
     next_uid: u64,
     forbidden: bool,
+    unavailable: bool,
     requests: Vec<RecordedRequest>,
 }
 
@@ -285,6 +291,7 @@ impl FakeApiServer {
                 next_watch_id: 1,
                 next_uid: 1,
                 forbidden: false,
+                unavailable: false,
                 requests: Vec::new(),
             }),
             bytes_sent: AtomicU64::new(0),
@@ -511,6 +518,13 @@ preferences: {{}}
     /// RBAC change): call [`Self::close_watches`] to make clients notice.
     pub fn set_forbidden(&self, forbidden: bool) {
         self.shared.lock().forbidden = forbidden;
+    }
+
+    /// While on, every new request gets `503 Service Unavailable` with a
+    /// Status body, as from an API server that is starting or overloaded
+    /// (open watches stay open: combine with [`Self::close_watches`]).
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.shared.lock().unavailable = unavailable;
     }
 
     /// Outage switch. `true`: stop listening and drop every open
@@ -827,6 +841,10 @@ fn handle_request(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Fake
             .map(|(_, v)| v.as_str())
     };
     let is_watch = matches!(param("watch"), Some("true" | "1"));
+    let user_agent = req
+        .headers()
+        .get("user-agent")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let route = route(&path);
     let kind = match (&route, method == Method::GET) {
         (Route::Pods { name: Some(_), .. }, true) => RequestKind::Get,
@@ -844,6 +862,12 @@ fn handle_request(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Fake
     let mut st = shared.lock();
     let result: Result<Response<FakeBody>, ApiError> = if !authorized {
         Err(ApiError::new(401, "Unauthorized", "Unauthorized"))
+    } else if st.unavailable {
+        Err(ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ))
     } else if st.forbidden {
         Err(forbidden(&route, kind, &path))
     } else {
@@ -897,6 +921,7 @@ fn handle_request(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Fake
         at: Instant::now(),
         kind,
         status: response.status().as_u16(),
+        user_agent,
     });
     response
 }

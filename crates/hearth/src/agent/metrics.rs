@@ -52,6 +52,7 @@ pub struct AgentMetrics {
     pub ui_history_windows: Gauge,
     pub ui_windows_evicted: Arc<MirroredCounter>,
     watch_healthy: Gauge,
+    watch_pods: Gauge,
     watch_failures: Arc<MirroredCounter>,
     watch_relists: Arc<MirroredCounter>,
     watch: Mutex<Option<Arc<WatchStatus>>>,
@@ -97,6 +98,7 @@ impl AgentMetrics {
             ui_history_windows: Gauge::default(),
             ui_windows_evicted: Arc::default(),
             watch_healthy: Gauge::default(),
+            watch_pods: Gauge::default(),
             watch_failures: Arc::default(),
             watch_relists: Arc::default(),
             watch: Mutex::new(None),
@@ -172,8 +174,13 @@ impl AgentMetrics {
             );
             r.register(
                 "k8s_watch_healthy",
-                "1 while the pod list/watch works, 0 while it fails",
+                "1 from a completed pod list until the next failed list/watch call; 0 before the first list and while failing",
                 m.watch_healthy.clone(),
+            );
+            r.register(
+                "k8s_pods",
+                "Pods of this node in the metadata store (deleted ones within their grace period included)",
+                m.watch_pods.clone(),
             );
             r.register(
                 "k8s_watch_failures",
@@ -277,6 +284,8 @@ impl AgentMetrics {
         {
             self.watch_healthy
                 .set(i64::from(w.healthy.load(Ordering::Relaxed)));
+            self.watch_pods
+                .set(i64::try_from(w.pods.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
             self.watch_failures
                 .set_total(w.failures.load(Ordering::Relaxed));
             self.watch_relists

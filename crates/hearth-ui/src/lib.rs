@@ -14,7 +14,7 @@ pub mod query;
 pub mod server;
 
 pub use history::{History, HistoryConfig, HistoryStats, Snapshot};
-pub use listener::{serve_limited, ServeLimits, ServerStats};
+pub use listener::{default_max_connections, serve_limited, ServeLimits, ServerStats};
 pub use server::{
     router, router_with_limits, serve, serve_with_limits, PageInfo, QueryLimits, QueryStats,
     SharedHistory, RETRY_AFTER_SECS,

@@ -7,25 +7,36 @@
 //!   it is both the header-read and the idle keep-alive timeout. A client
 //!   that never finishes its headers, or keeps a connection open doing
 //!   nothing, is dropped when it runs out.
+//! * A connection whose answer makes no way to the client for
+//!   [`ServeLimits::write_timeout`] (a client that asks and never reads) is
+//!   dropped, with the answer it holds.
 //! * A request head (request line and headers) may not pass
 //!   [`ServeLimits::max_header_bytes`]: a longer one gets a 431 and the
 //!   connection is closed, so a connection's read buffer stays small.
-//! * At most [`ServeLimits::max_connections`] are open at once. A client
+//! * At most [`ServeLimits::max_connections`] are open at once (256, or an
+//!   eighth of the process's descriptor limit if that is less, so that two
+//!   servers full of clients leave most descriptors to the profiler). A client
 //!   arriving when all are taken makes room by closing the connection that
 //!   has been idle longest (waiting for a request, or still sending a
 //!   head: nothing in progress is lost); only when every connection has a
 //!   request in progress is the new one closed at once. That way idle or
 //!   trickling clients can neither exhaust descriptors nor shut a health
-//!   probe out.
+//!   probe out. (A newcomer waits in a task of its own for the slot it
+//!   freed, so the accept loop never stalls; at most a quarter of the cap
+//!   wait at once, each holding a descriptor beyond it.)
 //! * A failed `accept` (EMFILE and the like) never ends the loop: it is
 //!   counted, logged once and then in summaries, and the loop pauses
-//!   briefly before the next one so it does not spin.
+//!   briefly before the next one so it does not spin. Out of descriptors,
+//!   it also closes its longest idle connection, so that the next client
+//!   (a health probe) finds one free.
 //!
 //! Everything refused, dropped or failed is counted in [`ServerStats`].
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -47,18 +58,38 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     /// Largest request head accepted, in bytes.
     pub max_header_bytes: usize,
-    /// How long the accept loop waits for an evicted connection to let go
-    /// of its slot before it refuses the newcomer.
+    /// Longest a write to a client may wait before the connection is
+    /// dropped.
+    pub write_timeout: Duration,
+    /// How long a newcomer waits for the slot of the idle connection it
+    /// evicted before it is refused (the accept loop does not wait).
     pub slot_wait: Duration,
+}
+
+/// Connections a server allows by default: 256, or an eighth of the
+/// process's descriptor limit (`RLIMIT_NOFILE`) when that is less.
+pub fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        usize::MAX
+    };
+    (soft / 8).clamp(16, 256)
 }
 
 impl Default for ServeLimits {
     fn default() -> Self {
         ServeLimits {
-            max_connections: 256,
+            max_connections: default_max_connections(),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 << 10,
-            slot_wait: Duration::from_millis(100),
+            write_timeout: Duration::from_secs(10),
+            slot_wait: Duration::from_secs(1),
         }
     }
 }
@@ -77,6 +108,8 @@ pub struct ServerStats {
     pub header_timeouts: AtomicU64,
     /// Connections closed because their request head was too large.
     pub headers_too_large: AtomicU64,
+    /// Connections dropped because their client stopped reading.
+    pub write_timeouts: AtomicU64,
     /// Connections open now.
     pub open: AtomicU64,
 }
@@ -92,6 +125,10 @@ fn accept_backoff(e: &std::io::Error) -> Duration {
     }
 }
 
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
 /// One open connection, as the accept loop sees it.
 struct Conn {
     /// Requests in progress.
@@ -100,6 +137,82 @@ struct Conn {
     idle_since_ms: AtomicU64,
     /// Told to close to make room.
     evict: Notify,
+    /// Since when a write has been waiting for the client (ms since the
+    /// server's start, +1); 0 when none is.
+    write_blocked_since: AtomicU64,
+}
+
+/// A connection's socket, noting when writes to it stall.
+struct Watched<T> {
+    io: T,
+    conn: Arc<Conn>,
+    shared: Arc<Shared>,
+}
+
+impl<T> Watched<T> {
+    fn note<R>(&self, r: &Poll<R>) {
+        match r {
+            Poll::Pending => {
+                let now = self.shared.now_ms() + 1;
+                let _ = self.conn.write_blocked_since.compare_exchange(
+                    0,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Poll::Ready(_) => self.conn.write_blocked_since.store(0, Ordering::Relaxed),
+        }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.note(&r);
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.note(&r);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        this.note(&r);
+        r
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 #[derive(Default)]
@@ -262,6 +375,7 @@ pub async fn serve_limited(
         last_trim_ms: AtomicU64::new(0),
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let waiting = Arc::new(Semaphore::new((limits.max_connections / 4).max(4)));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -288,42 +402,71 @@ pub async fn serve_limited(
             Err(e) => {
                 shared.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                 logs.accept_failed(&e);
-                tokio::time::sleep(accept_backoff(&e)).await;
+                // An idle connection's descriptor is better spent on the
+                // client waiting in the backlog: try again soon after.
+                let pause = if out_of_descriptors(&e) && shared.evict_one() {
+                    shared.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    Duration::from_millis(10)
+                } else {
+                    accept_backoff(&e)
+                };
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) if shared.evict_one() => {
-                shared.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                logs.at_capacity(&format!(
-                    "{} connections open: closing the longest idle one for each new client",
-                    limits.max_connections
-                ));
-                tokio::time::timeout(limits.slot_wait, slots.clone().acquire_owned())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
+        let serve = {
+            let (shared, builder, service) = (shared.clone(), builder.clone(), service.clone());
+            let write_timeout = limits.write_timeout;
+            move |stream, permit| {
+                serve_connection(stream, permit, shared, builder, service, write_timeout)
             }
-            Err(_) => None,
         };
-        let Some(permit) = permit else {
-            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(serve(stream, permit));
+            continue;
+        }
+        // Full. The newcomer waits (in a task of its own, so the loop goes
+        // on accepting) for the slot of the idle connection it evicts; the
+        // semaphore is fair, so it gets the first slot freed. Few wait at
+        // once, each holding a descriptor beyond the cap: when that many
+        // do, the loop pauses (briefly) for one of them.
+        let waiter = match waiting.clone().try_acquire_owned() {
+            Ok(w) => Some(w),
+            Err(_) => tokio::time::timeout(limits.slot_wait, waiting.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        if let Some(waiter) = waiter.filter(|_| shared.evict_one()) {
+            shared.stats.evicted.fetch_add(1, Ordering::Relaxed);
             logs.at_capacity(&format!(
-                "{} connections open, each with a request in progress: refusing new ones",
+                "{} connections open: closing the longest idle one for each new client",
                 limits.max_connections
             ));
-            drop(stream);
+            let (slots, shared) = (slots.clone(), shared.clone());
+            let slot_wait = limits.slot_wait;
+            tokio::spawn(async move {
+                let permit = tokio::time::timeout(slot_wait, slots.acquire_owned()).await;
+                drop(waiter);
+                match permit {
+                    Ok(Ok(permit)) => {
+                        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        serve(stream, permit).await;
+                    }
+                    _ => {
+                        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
             continue;
-        };
-        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(serve_connection(
-            stream,
-            permit,
-            shared.clone(),
-            builder.clone(),
-            service.clone(),
+        }
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        logs.at_capacity(&format!(
+            "{} connections open, each with a request in progress: refusing new ones",
+            limits.max_connections
         ));
+        drop(stream);
     }
 }
 
@@ -373,11 +516,13 @@ async fn serve_connection(
     shared: Arc<Shared>,
     builder: Arc<http1::Builder>,
     service: TowerToHyperService<Router>,
+    write_timeout: Duration,
 ) {
     let conn = Arc::new(Conn {
         busy: AtomicU32::new(0),
         idle_since_ms: AtomicU64::new(shared.now_ms()),
         evict: Notify::new(),
+        write_blocked_since: AtomicU64::new(0),
     });
     let id = {
         let mut conns = shared.conns();
@@ -405,18 +550,36 @@ async fn serve_connection(
             }
         })
     };
-    let http = builder.serve_connection(TokioIo::new(stream), svc);
+    let io = Watched {
+        io: TokioIo::new(stream),
+        conn: conn.clone(),
+        shared: shared.clone(),
+    };
+    let http = builder.serve_connection(io, svc);
     tokio::pin!(http);
-    let result = tokio::select! {
-        r = http.as_mut() => r,
-        _ = conn.evict.notified() => {
-            // Chosen while idle; one more than the mark the evictor left
-            // means a request started since: let that one finish.
-            if conn.busy.load(Ordering::Relaxed) <= 1 {
-                return;
+    let write_timeout_ms = u64::try_from(write_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut check = tokio::time::interval(
+        write_timeout.clamp(Duration::from_millis(10), Duration::from_secs(1)),
+    );
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            r = http.as_mut() => break r,
+            _ = conn.evict.notified() => {
+                // Chosen while idle; one more than the mark the evictor
+                // left means a request started since: let that one finish.
+                if conn.busy.load(Ordering::Relaxed) <= 1 {
+                    return;
+                }
+                http.as_mut().graceful_shutdown();
             }
-            http.as_mut().graceful_shutdown();
-            http.await
+            _ = check.tick() => {
+                let since = conn.write_blocked_since.load(Ordering::Relaxed);
+                if since != 0 && (shared.now_ms() + 1).saturating_sub(since) > write_timeout_ms {
+                    shared.stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -308,3 +308,36 @@ fn heavy_queries_beyond_the_bound_get_503_with_retry_after() {
     // With the bound free again, a query is answered.
     assert_eq!(status_of(&get_once(addr, "/api/top?last=900")), 200);
 }
+
+#[test]
+fn a_client_that_asks_and_never_reads_is_dropped_with_its_answer() {
+    let rt = runtime();
+    // Far more than the sockets' buffers hold.
+    let big = Arc::new(vec![b'x'; 64 << 20]);
+    let router = ok_router().route(
+        "/big",
+        get(move || {
+            let big = big.clone();
+            async move { axum::body::Bytes::from(big.to_vec()) }
+        }),
+    );
+    let limits = ServeLimits {
+        write_timeout: Duration::from_secs(1),
+        ..ServeLimits::default()
+    };
+    let (addr, stats) = serve(&rt, router, limits);
+    let mut c = connect(addr);
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    // Read nothing.
+    wait_until("the stalled connection dropped", || {
+        stats.write_timeouts.load(Ordering::Relaxed) == 1
+    });
+    wait_until("no connection open", || {
+        stats.open.load(Ordering::Relaxed) == 0
+    });
+    // What arrives is cut short of the whole answer.
+    let (answer, _) = until_closed(&mut c);
+    assert!(answer.len() < 64 << 20, "{} bytes", answer.len());
+    assert_eq!(status_of(&get_once(addr, "/healthz")), 200);
+}

@@ -56,6 +56,7 @@ struct HttpFamilies {
     accept_errors: Family<ServerLabels, Counter>,
     header_timeouts: Family<ServerLabels, Counter>,
     headers_too_large: Family<ServerLabels, Counter>,
+    write_timeouts: Family<ServerLabels, Counter>,
     open: Family<ServerLabels, Gauge>,
 }
 
@@ -217,6 +218,11 @@ impl AgentMetrics {
                 h.headers_too_large.clone(),
             );
             r.register(
+                "http_write_timeouts",
+                "HTTP connections dropped because their client stopped reading the answer",
+                h.write_timeouts.clone(),
+            );
+            r.register(
                 "http_connections_open",
                 "HTTP connections open now",
                 h.open.clone(),
@@ -283,13 +289,14 @@ impl AgentMetrics {
         type Pick = fn(&ServerStats) -> &AtomicU64;
         let labels: ServerLabels = vec![("server".into(), name.into())];
         let h = &self.http;
-        let picks: [(&Family<ServerLabels, Counter>, Pick); 6] = [
+        let picks: [(&Family<ServerLabels, Counter>, Pick); 7] = [
             (&h.connections, |s| &s.accepted),
             (&h.refused, |s| &s.refused),
             (&h.evicted, |s| &s.evicted),
             (&h.accept_errors, |s| &s.accept_errors),
             (&h.header_timeouts, |s| &s.header_timeouts),
             (&h.headers_too_large, |s| &s.headers_too_large),
+            (&h.write_timeouts, |s| &s.write_timeouts),
         ];
         let mirrors: Vec<(MirroredCounter, Pick)> = picks
             .iter()

@@ -6,4 +6,9 @@
 
 pub mod failure_log;
 
+use std::time::Duration;
+
+/// How often a [`FailureLog`] summarizes a streak of failures.
+pub const SUMMARY_PERIOD: Duration = Duration::from_secs(60);
+
 pub use failure_log::{FailureLog, LogLine};

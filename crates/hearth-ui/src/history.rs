@@ -126,25 +126,83 @@ const STR_OVERHEAD: usize = 24;
 const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 const WINDOW_OVERHEAD: usize = std::mem::size_of::<Window>() + 16;
 
-/// Values stored once, referred to by index.
+/// Items a chunk of a [`Table`] holds.
+const CHUNK: usize = 1024;
+
+/// An append-only list of interned values, in shared chunks of [`CHUNK`]:
+/// cloning it for a [`Snapshot`] copies one pointer per chunk. Appending
+/// while a snapshot holds the last chunk copies that chunk only (at most
+/// `CHUNK` pointers); full chunks are never copied.
+#[derive(Debug)]
+struct Table<T: ?Sized> {
+    chunks: Vec<Arc<Vec<Arc<T>>>>,
+    len: usize,
+}
+
+impl<T: ?Sized> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T: ?Sized> Clone for Table<T> {
+    fn clone(&self) -> Self {
+        Table {
+            chunks: self.chunks.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<T: ?Sized> Table<T> {
+    fn push(&mut self, item: Arc<T>) {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        if let Some(last) = self.chunks.last_mut() {
+            let chunk = Arc::make_mut(last);
+            chunk.reserve_exact(CHUNK.saturating_sub(chunk.len()));
+            chunk.push(item);
+            self.len += 1;
+        }
+    }
+
+    fn get(&self, id: u32) -> Option<&T> {
+        let i = id as usize;
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK).map(|a| &**a)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Values stored once, referred to by index: the ids (which only the
+/// writer needs) and the table (which snapshots share).
 #[derive(Debug)]
 struct Interner<T: ?Sized + Hash + Eq> {
     ids: HashMap<Arc<T>, u32>,
-    items: Vec<Arc<T>>,
 }
 
 impl<T: ?Sized + Hash + Eq> Default for Interner<T> {
     fn default() -> Self {
         Interner {
             ids: HashMap::new(),
-            items: Vec::new(),
         }
     }
 }
 
 impl<T: ?Sized + Hash + Eq> Interner<T> {
-    /// The id of `value`, and whether it was new.
-    fn intern<Q>(&mut self, value: &Q, make: impl FnOnce(&Q) -> Arc<T>) -> (u32, bool)
+    /// The id of `value` in `table`, and whether it was new.
+    fn intern<Q>(
+        &mut self,
+        table: &mut Table<T>,
+        value: &Q,
+        make: impl FnOnce(&Q) -> Arc<T>,
+    ) -> (u32, bool)
     where
         Arc<T>: Borrow<Q>,
         Q: ?Sized + Hash + Eq,
@@ -152,19 +210,11 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
         if let Some(&id) = self.ids.get(value) {
             return (id, false);
         }
-        let id = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
+        let id = u32::try_from(table.len()).unwrap_or(u32::MAX);
         let item = make(value);
         self.ids.insert(item.clone(), id);
-        self.items.push(item);
+        table.push(item);
         (id, true)
-    }
-
-    fn get(&self, id: u32) -> Option<&T> {
-        self.items.get(id as usize).map(|a| &**a)
-    }
-
-    fn len(&self) -> usize {
-        self.items.len()
     }
 }
 
@@ -199,35 +249,30 @@ fn window_bytes(w: &Window) -> usize {
     WINDOW_OVERHEAD + w.entries.capacity() * ENTRY_BYTES
 }
 
-#[derive(Debug)]
-pub struct History {
+/// What queries read: the windows and the tables they refer to, shared
+/// with the [`History`] they came from.
+///
+/// Taking one ([`History::snapshot`]) copies a pointer per window and per
+/// chunk of [`CHUNK`] table entries, so a query holds the history's lock
+/// only for that and computes without it: the reporter never waits for a
+/// query. A snapshot costs no memory of its own until the history lets go
+/// of what it shares: a window evicted, or a compaction that rewrites the
+/// windows and tables, leaves the old ones to the snapshot until the query
+/// ends. With at most a few queries at once (the server bounds them) that
+/// is a few generations of the history at worst, and only while they run.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
     config: HistoryConfig,
-    frames: Interner<Frame>,
-    stacks: Interner<[FrameId]>,
-    groups: Interner<Group>,
-    windows: VecDeque<Window>,
+    frames: Table<Frame>,
+    stacks: Table<[FrameId]>,
+    groups: Table<Group>,
+    windows: VecDeque<Arc<Window>>,
     table_bytes: usize,
     window_bytes: usize,
-    /// Table entries right after the last compaction.
-    live_after_compaction: usize,
     stats: HistoryStats,
 }
 
-impl History {
-    pub fn new(config: HistoryConfig) -> Self {
-        History {
-            config,
-            frames: Interner::default(),
-            stacks: Interner::default(),
-            groups: Interner::default(),
-            windows: VecDeque::new(),
-            table_bytes: 0,
-            window_bytes: 0,
-            live_after_compaction: 0,
-            stats: HistoryStats::default(),
-        }
-    }
-
+impl Snapshot {
     pub fn config(&self) -> HistoryConfig {
         self.config
     }
@@ -242,7 +287,7 @@ impl History {
     }
 
     pub fn windows(&self) -> impl DoubleEndedIterator<Item = &Window> + ExactSizeIterator {
-        self.windows.iter()
+        self.windows.iter().map(|w| &**w)
     }
 
     pub fn frame(&self, id: FrameId) -> Option<&Frame> {
@@ -261,6 +306,53 @@ impl History {
     /// Number of interned frames, stacks and groups.
     pub fn table_sizes(&self) -> (usize, usize, usize) {
         (self.frames.len(), self.stacks.len(), self.groups.len())
+    }
+}
+
+/// The history's writer: the [`Snapshot`] it keeps current (every read
+/// goes through it, by `Deref`) and the maps that intern new values.
+#[derive(Debug)]
+pub struct History {
+    view: Snapshot,
+    frame_ids: Interner<Frame>,
+    stack_ids: Interner<[FrameId]>,
+    group_ids: Interner<Group>,
+    /// Table entries right after the last compaction.
+    live_after_compaction: usize,
+}
+
+impl std::ops::Deref for History {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.view
+    }
+}
+
+impl History {
+    pub fn new(config: HistoryConfig) -> Self {
+        History {
+            view: Snapshot {
+                config,
+                frames: Table::default(),
+                stacks: Table::default(),
+                groups: Table::default(),
+                windows: VecDeque::new(),
+                table_bytes: 0,
+                window_bytes: 0,
+                stats: HistoryStats::default(),
+            },
+            frame_ids: Interner::default(),
+            stack_ids: Interner::default(),
+            group_ids: Interner::default(),
+            live_after_compaction: 0,
+        }
+    }
+
+    /// A copy of what queries read that shares everything with the
+    /// history: cheap to take under the lock (see [`Snapshot`]).
+    pub fn snapshot(&self) -> Snapshot {
+        self.view.clone()
     }
 
     /// Adds one window's report, then applies the bounds.
@@ -292,18 +384,22 @@ impl History {
                         kind,
                         mapping: mapping.clone(),
                     };
-                    let (id, new) = self.frames.intern(&frame, |f| Arc::new(f.clone()));
+                    let (id, new) = self
+                        .frame_ids
+                        .intern(&mut self.view.frames, &frame, |f| Arc::new(f.clone()));
                     if new {
-                        self.table_bytes += frame_bytes(&frame);
+                        self.view.table_bytes += frame_bytes(&frame);
                     }
                     stack.push(id);
                 }
             }
-            let (stack_id, new) = self
-                .stacks
-                .intern(stack.as_slice(), |s: &[u32]| Arc::from(s));
+            let (stack_id, new) =
+                self.stack_ids
+                    .intern(&mut self.view.stacks, stack.as_slice(), |s: &[u32]| {
+                        Arc::from(s)
+                    });
             if new {
-                self.table_bytes += stack_bytes(&stack);
+                self.view.table_bytes += stack_bytes(&stack);
             }
             let key = (sample.resource, sample.pid, &*sample.process_name);
             let group_id = match group_of_resource.get(&key) {
@@ -311,9 +407,11 @@ impl History {
                 None => {
                     let group =
                         group_for(report, sample.resource, sample.pid, &sample.process_name);
-                    let (g, new) = self.groups.intern(&group, |g| Arc::new(g.clone()));
+                    let (g, new) = self
+                        .group_ids
+                        .intern(&mut self.view.groups, &group, |g| Arc::new(g.clone()));
                     if new {
-                        self.table_bytes += group_bytes(&group);
+                        self.view.table_bytes += group_bytes(&group);
                     }
                     group_of_resource.insert(key, g);
                     g
@@ -339,49 +437,56 @@ impl History {
             lost_samples: report.lost_samples,
             entries,
         };
-        self.window_bytes += window_bytes(&window);
+        self.view.window_bytes += window_bytes(&window);
         // Windows arrive in order; a clock step backwards must not make an
         // older window look newest, so keep the deque sorted.
         let at = self
             .windows
             .partition_point(|w| w.end_unix_ns <= window.end_unix_ns);
-        self.windows.insert(at, window);
+        self.view.windows.insert(at, Arc::new(window));
         self.enforce_bounds();
     }
 
     fn enforce_bounds(&mut self) {
-        let newest = self.windows.back().map_or(0, |w| w.end_unix_ns);
-        let retention = u64::try_from(self.config.retention.as_nanos()).unwrap_or(u64::MAX);
+        let newest = self.view.windows.back().map_or(0, |w| w.end_unix_ns);
+        let retention = u64::try_from(self.view.config.retention.as_nanos()).unwrap_or(u64::MAX);
         let cutoff = newest.saturating_sub(retention);
-        while self.windows.len() > 1
+        while self.view.windows.len() > 1
             && self
                 .windows
                 .front()
                 .is_some_and(|w| w.end_unix_ns <= cutoff)
         {
             self.pop_oldest();
-            self.stats.windows_expired += 1;
+            self.view.stats.windows_expired += 1;
         }
-        let live = self.frames.len() + self.stacks.len() + self.groups.len();
+        let live = self.view.frames.len() + self.view.stacks.len() + self.view.groups.len();
         let grown = live > 2 * self.live_after_compaction + 4096;
         if grown {
             self.compact();
         }
-        if self.bytes() > self.config.max_bytes {
+        if self.bytes() > self.view.config.max_bytes {
             // Tables may hold what expired windows used: drop that first
             // (unless that was just done).
             if !grown {
                 self.compact();
             }
             let mut rounds = 0;
-            while self.bytes() > self.config.max_bytes && self.windows.len() > 1 && rounds < 8 {
+            while self.bytes() > self.view.config.max_bytes
+                && self.view.windows.len() > 1
+                && rounds < 8
+            {
                 // Drop the oldest windows until they fit beside the tables
                 // as they are; the compaction after it shrinks the tables,
                 // so this errs towards dropping a little too much.
-                let room = self.config.max_bytes.saturating_sub(self.table_bytes);
-                while self.window_bytes > room && self.windows.len() > 1 {
+                let room = self
+                    .view
+                    .config
+                    .max_bytes
+                    .saturating_sub(self.view.table_bytes);
+                while self.view.window_bytes > room && self.view.windows.len() > 1 {
                     self.pop_oldest();
-                    self.stats.windows_evicted += 1;
+                    self.view.stats.windows_evicted += 1;
                 }
                 self.compact();
                 rounds += 1;
@@ -390,35 +495,50 @@ impl History {
     }
 
     fn pop_oldest(&mut self) {
-        if let Some(w) = self.windows.pop_front() {
-            self.window_bytes = self.window_bytes.saturating_sub(window_bytes(&w));
+        if let Some(w) = self.view.windows.pop_front() {
+            self.view.window_bytes = self.view.window_bytes.saturating_sub(window_bytes(&w));
         }
     }
 
     /// Rebuilds the tables from what the windows still refer to.
     pub fn compact(&mut self) {
-        let mut frames = Interner::<Frame>::default();
-        let mut stacks = Interner::<[FrameId]>::default();
-        let mut groups = Interner::<Group>::default();
+        let (mut frame_ids, mut stack_ids, mut group_ids) = (
+            Interner::<Frame>::default(),
+            Interner::<[FrameId]>::default(),
+            Interner::<Group>::default(),
+        );
+        let mut frames = Table::<Frame>::default();
+        let mut stacks = Table::<[FrameId]>::default();
+        let mut groups = Table::<Group>::default();
         let mut stack_map: HashMap<StackId, StackId> = HashMap::new();
         let mut group_map: HashMap<GroupId, GroupId> = HashMap::new();
         let mut frame_map: HashMap<FrameId, FrameId> = HashMap::new();
         let mut table_bytes = 0;
         let mut remapped = Vec::new();
-        for window in &mut self.windows {
-            for entry in &mut window.entries {
+        let Snapshot {
+            windows,
+            frames: old_frames,
+            stacks: old_stacks,
+            groups: old_groups,
+            ..
+        } = &mut self.view;
+        for window in windows.iter_mut() {
+            // In place, unless a snapshot holds the window: then a copy
+            // takes the new ids and the snapshot keeps the old one.
+            for entry in &mut Arc::make_mut(window).entries {
                 let stack = match stack_map.get(&entry.stack) {
                     Some(&s) => s,
                     None => {
                         remapped.clear();
-                        for &f in self.stacks.get(entry.stack).unwrap_or(&[]) {
+                        for &f in old_stacks.get(entry.stack).unwrap_or(&[]) {
                             let nf = match frame_map.get(&f) {
                                 Some(&nf) => nf,
                                 None => {
-                                    let Some(frame) = self.frames.get(f) else {
+                                    let Some(frame) = old_frames.get(f) else {
                                         continue;
                                     };
-                                    let (nf, _) = frames.intern(frame, |f| Arc::new(f.clone()));
+                                    let (nf, _) = frame_ids
+                                        .intern(&mut frames, frame, |f| Arc::new(f.clone()));
                                     table_bytes += frame_bytes(frame);
                                     frame_map.insert(f, nf);
                                     nf
@@ -426,7 +546,9 @@ impl History {
                             };
                             remapped.push(nf);
                         }
-                        let (s, new) = stacks.intern(remapped.as_slice(), |s: &[u32]| Arc::from(s));
+                        let (s, new) =
+                            stack_ids
+                                .intern(&mut stacks, remapped.as_slice(), |s: &[u32]| Arc::from(s));
                         if new {
                             table_bytes += stack_bytes(&remapped);
                         }
@@ -437,11 +559,11 @@ impl History {
                 let group = match group_map.get(&entry.group) {
                     Some(&g) => g,
                     None => {
-                        let Some(old) = self.groups.get(entry.group) else {
+                        let Some(g_old) = old_groups.get(entry.group) else {
                             continue;
                         };
-                        let (g, _) = groups.intern(old, |g| Arc::new(g.clone()));
-                        table_bytes += group_bytes(old);
+                        let (g, _) = group_ids.intern(&mut groups, g_old, |g| Arc::new(g.clone()));
+                        table_bytes += group_bytes(g_old);
                         group_map.insert(entry.group, g);
                         g
                     }
@@ -450,12 +572,16 @@ impl History {
                 entry.group = group;
             }
         }
-        self.frames = frames;
-        self.stacks = stacks;
-        self.groups = groups;
-        self.table_bytes = table_bytes;
-        self.live_after_compaction = self.frames.len() + self.stacks.len() + self.groups.len();
-        self.stats.compactions += 1;
+        self.view.frames = frames;
+        self.view.stacks = stacks;
+        self.view.groups = groups;
+        self.frame_ids = frame_ids;
+        self.stack_ids = stack_ids;
+        self.group_ids = group_ids;
+        self.view.table_bytes = table_bytes;
+        self.live_after_compaction =
+            self.view.frames.len() + self.view.stacks.len() + self.view.groups.len();
+        self.view.stats.compactions += 1;
     }
 }
 

@@ -9,8 +9,13 @@
 //! so it needs nothing from the internet.
 
 pub mod history;
+pub mod listener;
 pub mod query;
 pub mod server;
 
-pub use history::{History, HistoryConfig, HistoryStats};
-pub use server::{router, serve, PageInfo, SharedHistory};
+pub use history::{History, HistoryConfig, HistoryStats, Snapshot};
+pub use listener::{default_max_connections, serve_limited, ServeLimits, ServerStats};
+pub use server::{
+    router, router_with_limits, serve, serve_with_limits, PageInfo, QueryLimits, QueryStats,
+    SharedHistory, RETRY_AFTER_SECS,
+};

@@ -10,7 +10,7 @@ use hearth_profile::{
 };
 use serde::Serialize;
 
-use crate::history::{FrameId, FrameKind, Group, History, Window};
+use crate::history::{FrameId, FrameKind, Group, Snapshot, Window};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QueryError {
@@ -173,7 +173,7 @@ impl TimeRange {
     /// From the query's `from`/`to` (milliseconds since the epoch) or
     /// `last` (seconds before the newest window's end).
     pub fn from_params(
-        history: &History,
+        history: &Snapshot,
         from_ms: Option<u64>,
         to_ms: Option<u64>,
         last_s: Option<f64>,
@@ -207,7 +207,7 @@ impl TimeRange {
     }
 }
 
-fn windows_in(history: &History, range: TimeRange) -> impl Iterator<Item = &Window> {
+fn windows_in(history: &Snapshot, range: TimeRange) -> impl Iterator<Item = &Window> {
     history.windows().filter(move |w| range.overlaps(w))
 }
 
@@ -269,7 +269,7 @@ impl Tally {
 
 /// The list of what used CPU in `range`, largest first, processes under
 /// their container and containers under their pod.
-pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> Overview {
+pub fn overview(history: &Snapshot, range: TimeRange, selection: &Selection) -> Overview {
     // (pod key, container id, process name)
     type ProcessKey = (Option<String>, Option<Arc<str>>, Arc<str>);
     let mut by_process: HashMap<ProcessKey, Tally> = HashMap::new();
@@ -494,7 +494,7 @@ pub fn overview(history: &History, range: TimeRange, selection: &Selection) -> O
 
 /// Whether a group is in the selection, worked out once per group: a
 /// pod selection builds the pod's key to compare it.
-fn group_matcher<'a>(history: &'a History, sel: &'a Selection) -> impl FnMut(u32) -> bool + 'a {
+fn group_matcher<'a>(history: &'a Snapshot, sel: &'a Selection) -> impl FnMut(u32) -> bool + 'a {
     let mut known: IdMap<u32, bool> = IdMap::default();
     move |group| {
         *known
@@ -504,7 +504,7 @@ fn group_matcher<'a>(history: &'a History, sel: &'a Selection) -> impl FnMut(u32
 }
 
 /// Sums a selection's samples over a range, per (group, stack).
-fn collect(history: &History, range: TimeRange, sel: &Selection) -> IdMap<(u32, u32), u64> {
+fn collect(history: &Snapshot, range: TimeRange, sel: &Selection) -> IdMap<(u32, u32), u64> {
     let mut in_selection = group_matcher(history, sel);
     let mut out: IdMap<(u32, u32), u64> = IdMap::default();
     for w in windows_in(history, range) {
@@ -633,7 +633,7 @@ impl Trie {
 /// Adds one range's samples to the trie (`base` selects the baseline value).
 fn add_to_trie(
     trie: &mut Trie,
-    history: &History,
+    history: &Snapshot,
     sel: &Selection,
     counts: IdMap<(u32, u32), u64>,
     base: bool,
@@ -725,7 +725,7 @@ fn selection_label(sel: &Selection) -> String {
 }
 
 /// The flame graph of a selection over a range.
-pub fn flame(history: &History, sel: &Selection, range: TimeRange) -> Flame {
+pub fn flame(history: &Snapshot, sel: &Selection, range: TimeRange) -> Flame {
     let mut trie = Trie::new(&selection_label(sel));
     let counts = collect(history, range, sel);
     let total = add_to_trie(&mut trie, history, sel, counts, false);
@@ -733,7 +733,7 @@ pub fn flame(history: &History, sel: &Selection, range: TimeRange) -> Flame {
 }
 
 /// A differential flame graph: `range` against `base`.
-pub fn diff(history: &History, sel: &Selection, range: TimeRange, base: TimeRange) -> Flame {
+pub fn diff(history: &Snapshot, sel: &Selection, range: TimeRange, base: TimeRange) -> Flame {
     let mut trie = Trie::new(&selection_label(sel));
     let base_total = add_to_trie(&mut trie, history, sel, collect(history, base, sel), true);
     let total = add_to_trie(&mut trie, history, sel, collect(history, range, sel), false);
@@ -772,7 +772,7 @@ pub struct Top {
 }
 
 /// Functions of a selection by self samples (then total), at most `limit`.
-pub fn top(history: &History, sel: &Selection, range: TimeRange, limit: usize) -> Top {
+pub fn top(history: &Snapshot, sel: &Selection, range: TimeRange, limit: usize) -> Top {
     // Each distinct stack once, whatever processes it ran in.
     let mut per_stack: IdMap<u32, u64> = IdMap::default();
     let mut total = 0u64;
@@ -847,7 +847,7 @@ pub fn top(history: &History, sel: &Selection, range: TimeRange, limit: usize) -
 /// A report of a selection over a range, for the pprof download. Each
 /// frame becomes one location (the history keeps functions, not
 /// addresses), and each process keeps its PID and container.
-pub fn report(history: &History, sel: &Selection, range: TimeRange) -> Report {
+pub fn report(history: &Snapshot, sel: &Selection, range: TimeRange) -> Report {
     let mut report = Report {
         group_by: GroupBy::Process,
         ..Default::default()

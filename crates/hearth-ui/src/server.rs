@@ -16,8 +16,18 @@
 //! Bound to loopback, the server also refuses requests whose `Host` is not
 //! a loopback name or address: a web page elsewhere cannot read profiles
 //! through a DNS name it points at 127.0.0.1.
+//!
+//! Any web page can still make the browser send queries here (it cannot
+//! read the answers, but the agent pays for them), so the `/api/` queries,
+//! which compute over the history, run at most [`QueryLimits::concurrent`]
+//! at once on blocking threads, over a [`Snapshot`] taken under the lock
+//! and released at once: the reporter never waits for a query, and the
+//! runtime stays free for the rest. A query that finds no free slot within
+//! [`QueryLimits::wait`] gets a 503 with `Retry-After`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
@@ -28,7 +38,8 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
-use crate::history::History;
+use crate::history::{History, Snapshot};
+use crate::listener::{release_free_memory, serve_limited, ServeLimits, ServerStats};
 use crate::query::{self, QueryError, Selection, TimeRange};
 
 pub type SharedHistory = Arc<RwLock<History>>;
@@ -42,10 +53,40 @@ pub struct PageInfo {
     pub allow_any_host: bool,
 }
 
+/// How many history queries run at once, and how long others wait.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    pub concurrent: usize,
+    /// Longest wait for a slot before a 503.
+    pub wait: Duration,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            concurrent: 2,
+            wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The value of `Retry-After` (seconds) on a 503 for a busy server.
+pub const RETRY_AFTER_SECS: u64 = 2;
+
+/// What the query bound did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct QueryStats {
+    /// Queries answered 503 because the bound was reached.
+    pub refused: AtomicU64,
+}
+
 #[derive(Clone)]
 struct AppState {
     history: SharedHistory,
     info: Arc<PageInfo>,
+    queries: Arc<tokio::sync::Semaphore>,
+    query_limits: QueryLimits,
+    query_stats: Arc<QueryStats>,
 }
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -58,9 +99,22 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     frame-ancestors 'none'";
 
 pub fn router(history: SharedHistory, info: PageInfo) -> Router {
+    router_with_limits(history, info, QueryLimits::default(), Arc::default())
+}
+
+/// [`router`] with its query bound given, counting refusals in `stats`.
+pub fn router_with_limits(
+    history: SharedHistory,
+    info: PageInfo,
+    limits: QueryLimits,
+    stats: Arc<QueryStats>,
+) -> Router {
     let state = AppState {
         history,
         info: Arc::new(info),
+        queries: Arc::new(tokio::sync::Semaphore::new(limits.concurrent.max(1))),
+        query_limits: limits,
+        query_stats: stats,
     };
     Router::new()
         .route("/", get(index))
@@ -75,10 +129,26 @@ pub fn router(history: SharedHistory, info: PageInfo) -> Router {
         .with_state(state)
 }
 
+/// Serves the page within the default [`ServeLimits`].
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
-    if let Err(e) = axum::serve(listener, router).await {
-        tracing::error!("profile page server stopped: {e}");
-    }
+    serve_limited(
+        listener,
+        router,
+        ServeLimits::default(),
+        Arc::default(),
+        "profile page",
+    )
+    .await;
+}
+
+/// Serves the page within `limits`, counting what they refuse in `stats`.
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    stats: Arc<ServerStats>,
+) {
+    serve_limited(listener, router, limits, stats, "profile page").await;
 }
 
 /// Whether a `Host` header names this machine's loopback.
@@ -184,18 +254,38 @@ fn json<T: serde::Serialize>(value: &T) -> Response {
     }
 }
 
-/// Runs a query on a blocking thread with the history read-locked.
+fn busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],
+        "too many queries at once; try again shortly\n",
+    )
+        .into_response()
+}
+
+/// Runs a query on a blocking thread over a snapshot of the history, once
+/// one of the bounded query slots is free (a 503 if none is in time).
 async fn with_history<F>(state: &AppState, f: F) -> Response
 where
-    F: FnOnce(&History) -> Response + Send + 'static,
+    F: FnOnce(&Snapshot) -> Response + Send + 'static,
 {
+    let wait = state.query_limits.wait;
+    let permit = match tokio::time::timeout(wait, state.queries.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            state.query_stats.refused.fetch_add(1, Ordering::Relaxed);
+            return busy();
+        }
+    };
     let history = state.history.clone();
     let task = tokio::task::spawn_blocking(move || {
         let answer = {
-            let guard = history.read().unwrap_or_else(|e| e.into_inner());
-            f(&guard)
+            // The lock is held for the copy of a few pointers only.
+            let snapshot = history.read().unwrap_or_else(|e| e.into_inner()).snapshot();
+            f(&snapshot)
         };
         release_free_memory();
+        drop(permit);
         answer
     });
     match task.await {
@@ -204,18 +294,7 @@ where
     }
 }
 
-/// A big query leaves tens of MiB free in the allocator's arena of the
-/// thread that ran it; glibc keeps such memory unless asked, so that the
-/// agent's resident size would stay at its highest query's. Give it back.
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-fn selection_and_range(h: &History, p: &Params) -> Result<(Selection, TimeRange), Box<Response>> {
+fn selection_and_range(h: &Snapshot, p: &Params) -> Result<(Selection, TimeRange), Box<Response>> {
     let bad = |e: QueryError| Box::new(bad_request(e));
     let sel = Selection::parse(p.sel.as_deref().unwrap_or("all")).map_err(bad)?;
     let range = TimeRange::from_params(h, p.from, p.to, p.last).map_err(bad)?;

@@ -330,3 +330,32 @@ fn compaction_changes_no_answer() {
         overview_before
     );
 }
+
+#[test]
+fn a_snapshot_keeps_what_it_saw_while_the_history_moves_on() {
+    let mut h = history_of(&[machine_window(1_000, 10), machine_window(1_005, 30)]);
+    let snapshot = h.snapshot();
+    let before = query::flame(&snapshot, &Selection::All, TimeRange::ALL);
+    assert_eq!(before, query::flame(&h, &Selection::All, TimeRange::ALL));
+
+    // Windows with stacks of their own (new table entries), a compaction
+    // that renumbers everything, and the retention pushing the first out.
+    let mut b = Builder::new(2_000, 5);
+    b.sample(0, 400, "late", &["main", "fresh"], 7);
+    h.ingest(&b.build());
+    h.compact();
+    let mut b = Builder::new(2_005 + 15 * 60, 5);
+    b.sample(0, 401, "later", &["main", "newer"], 5);
+    h.ingest(&b.build());
+
+    assert_eq!(snapshot.windows().len(), 2);
+    assert_eq!(
+        query::flame(&snapshot, &Selection::All, TimeRange::ALL),
+        before,
+        "the snapshot changed under its query"
+    );
+    let now = query::flame(&h, &Selection::All, TimeRange::ALL);
+    assert_ne!(now, before);
+    assert!(now.names.iter().any(|n| n == "newer"));
+    assert!(!before.names.iter().any(|n| n == "fresh" || n == "newer"));
+}

@@ -5,8 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hearth_k8s::watch::WatchStatus;
+use hearth_ui::{QueryStats, ServerStats};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -25,6 +27,14 @@ pub struct MirroredCounter {
 }
 
 impl MirroredCounter {
+    /// Mirrors into `counter` (e.g. one of a family's).
+    pub fn new(counter: Counter) -> Self {
+        MirroredCounter {
+            counter,
+            last: AtomicU64::new(0),
+        }
+    }
+
     pub fn set_total(&self, total: u64) {
         let last = self.last.swap(total, Ordering::Relaxed);
         self.counter.inc_by(total.saturating_sub(last));
@@ -33,6 +43,22 @@ impl MirroredCounter {
 
 /// Runs before every scrape, to copy figures kept elsewhere.
 pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
+
+/// Labels of the HTTP servers' metrics: `server="metrics"` or `"ui"`.
+type ServerLabels = Vec<(String, String)>;
+
+/// The HTTP servers' counters, one series per server.
+#[derive(Default)]
+struct HttpFamilies {
+    connections: Family<ServerLabels, Counter>,
+    refused: Family<ServerLabels, Counter>,
+    evicted: Family<ServerLabels, Counter>,
+    accept_errors: Family<ServerLabels, Counter>,
+    header_timeouts: Family<ServerLabels, Counter>,
+    headers_too_large: Family<ServerLabels, Counter>,
+    write_timeouts: Family<ServerLabels, Counter>,
+    open: Family<ServerLabels, Gauge>,
+}
 
 pub struct AgentMetrics {
     registry: Mutex<Registry>,
@@ -51,6 +77,8 @@ pub struct AgentMetrics {
     pub ui_history_bytes: Gauge,
     pub ui_history_windows: Gauge,
     pub ui_windows_evicted: Arc<MirroredCounter>,
+    ui_queries_refused: Arc<MirroredCounter>,
+    http: HttpFamilies,
     watch_healthy: Gauge,
     watch_pods: Gauge,
     watch_failures: Arc<MirroredCounter>,
@@ -97,6 +125,8 @@ impl AgentMetrics {
             ui_history_bytes: Gauge::default(),
             ui_history_windows: Gauge::default(),
             ui_windows_evicted: Arc::default(),
+            ui_queries_refused: Arc::default(),
+            http: HttpFamilies::default(),
             watch_healthy: Gauge::default(),
             watch_pods: Gauge::default(),
             watch_failures: Arc::default(),
@@ -171,6 +201,52 @@ impl AgentMetrics {
                 "ui_windows_evicted",
                 "Windows dropped from the page's history before their time because of its memory bound",
                 m.ui_windows_evicted.counter.clone(),
+            );
+            r.register(
+                "ui_queries_refused",
+                "Page queries answered 503 because the bound on queries at once was reached",
+                m.ui_queries_refused.counter.clone(),
+            );
+            let h = &m.http;
+            r.register(
+                "http_connections",
+                "HTTP connections accepted",
+                h.connections.clone(),
+            );
+            r.register(
+                "http_connections_refused",
+                "HTTP connections closed at once: at the cap, with every connection busy",
+                h.refused.clone(),
+            );
+            r.register(
+                "http_connections_evicted",
+                "Idle HTTP connections closed to make room under the cap",
+                h.evicted.clone(),
+            );
+            r.register(
+                "http_accept_errors",
+                "Failed accepts (out of descriptors, memory...)",
+                h.accept_errors.clone(),
+            );
+            r.register(
+                "http_header_timeouts",
+                "HTTP connections dropped for not sending a complete request head in time",
+                h.header_timeouts.clone(),
+            );
+            r.register(
+                "http_headers_too_large",
+                "HTTP connections closed because their request head was too large",
+                h.headers_too_large.clone(),
+            );
+            r.register(
+                "http_write_timeouts",
+                "HTTP connections dropped because their client stopped reading the answer",
+                h.write_timeouts.clone(),
+            );
+            r.register(
+                "http_connections_open",
+                "HTTP connections open now",
+                h.open.clone(),
             );
             r.register(
                 "k8s_watch_healthy",
@@ -267,6 +343,44 @@ impl AgentMetrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(hook);
+    }
+
+    /// Shows one HTTP server's counters, labelled `server="<name>"`.
+    pub fn add_http_server(&self, name: &str, stats: Arc<ServerStats>) {
+        type Pick = fn(&ServerStats) -> &AtomicU64;
+        let labels: ServerLabels = vec![("server".into(), name.into())];
+        let h = &self.http;
+        let picks: [(&Family<ServerLabels, Counter>, Pick); 7] = [
+            (&h.connections, |s| &s.accepted),
+            (&h.refused, |s| &s.refused),
+            (&h.evicted, |s| &s.evicted),
+            (&h.accept_errors, |s| &s.accept_errors),
+            (&h.header_timeouts, |s| &s.header_timeouts),
+            (&h.headers_too_large, |s| &s.headers_too_large),
+            (&h.write_timeouts, |s| &s.write_timeouts),
+        ];
+        let mirrors: Vec<(MirroredCounter, Pick)> = picks
+            .iter()
+            .map(|(family, pick)| {
+                let counter = family.get_or_create(&labels).clone();
+                (MirroredCounter::new(counter), *pick)
+            })
+            .collect();
+        let open = h.open.get_or_create(&labels).clone();
+        self.add_scrape_hook(Box::new(move || {
+            for (mirror, pick) in &mirrors {
+                mirror.set_total(pick(&stats).load(Ordering::Relaxed));
+            }
+            open.set(i64::try_from(stats.open.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        }));
+    }
+
+    /// Shows the page's refused queries.
+    pub fn add_ui_queries(&self, stats: Arc<QueryStats>) {
+        let refused = self.ui_queries_refused.clone();
+        self.add_scrape_hook(Box::new(move || {
+            refused.set_total(stats.refused.load(Ordering::Relaxed));
+        }));
     }
 
     /// The metrics in the Prometheus text format.

@@ -2,7 +2,9 @@
 //!
 //! Anything may connect to this port; requests other than these three GETs
 //! get a 404 or 405 from the router, and malformed HTTP is rejected by the
-//! server before it reaches any handler.
+//! server before it reaches any handler. Connections are served within
+//! [`ServeLimits`] (timeouts, a cap, a bounded request head), the same as
+//! the profile page's, and what those refuse is counted here.
 
 use std::sync::Arc;
 
@@ -11,6 +13,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+
+use hearth_ui::{ServeLimits, ServerStats};
 
 use super::metrics::AgentMetrics;
 
@@ -49,7 +53,14 @@ async fn readyz(State(m): State<Arc<AgentMetrics>>) -> impl IntoResponse {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<AgentMetrics>) {
-    if let Err(e) = axum::serve(listener, router(metrics)).await {
-        tracing::error!("metrics server stopped: {e}");
-    }
+    let stats = Arc::new(ServerStats::default());
+    metrics.add_http_server("metrics", stats.clone());
+    hearth_ui::serve_limited(
+        listener,
+        router(metrics),
+        ServeLimits::default(),
+        stats,
+        "metrics",
+    )
+    .await;
 }

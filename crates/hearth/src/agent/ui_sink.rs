@@ -71,20 +71,31 @@ impl HistorySink {
                 source,
             })?;
         let history: SharedHistory = Arc::new(RwLock::new(History::new(opts.history)));
-        let router = hearth_ui::router(
+        let queries = Arc::new(hearth_ui::QueryStats::default());
+        metrics.add_ui_queries(queries.clone());
+        let router = hearth_ui::router_with_limits(
             history.clone(),
             hearth_ui::PageInfo {
                 host,
                 allow_any_host: opts.allow_remote,
             },
+            hearth_ui::QueryLimits::default(),
+            queries,
         );
+        let server_stats = Arc::new(hearth_ui::ServerStats::default());
+        metrics.add_http_server("ui", server_stats.clone());
         let shown = listener.local_addr().unwrap_or(opts.listen);
         if opts.allow_remote {
             tracing::warn!("profile page on http://{shown}/ (reachable beyond this machine)");
         } else {
             tracing::info!("profile page on http://{shown}/");
         }
-        runtime.spawn(hearth_ui::serve(listener, router));
+        runtime.spawn(hearth_ui::serve_with_limits(
+            listener,
+            router,
+            hearth_ui::ServeLimits::default(),
+            server_stats,
+        ));
         Ok(HistorySink {
             history,
             metrics: metrics.clone(),

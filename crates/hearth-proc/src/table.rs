@@ -106,6 +106,10 @@ pub struct NewMapping<'a> {
     pub minor: u32,
     pub inode: u64,
     pub path: &'a str,
+    /// Whether `path` is the file's name byte for byte (false when bytes
+    /// that are not UTF-8 were replaced): only then may it be opened by
+    /// name.
+    pub path_exact: bool,
 }
 
 pub struct ProcessTable {
@@ -196,7 +200,9 @@ impl ProcessTable {
         self.procs.insert(pid, p);
         self.stats.scanned += 1;
         self.stats.processes_seen += 1;
-        if let Ok(maps) = fs::read_to_string(format!("{base}/maps")) {
+        // Bytes, not text: a path need not be UTF-8, and one that is not
+        // must not hide the process's other mappings.
+        if let Ok(maps) = fs::read(format!("{base}/maps")) {
             for entry in procfs::parse_maps(&maps).into_iter().flatten() {
                 if entry.executable && entry.is_file() {
                     self.add_mapping(&NewMapping {
@@ -208,6 +214,7 @@ impl ProcessTable {
                         minor: entry.dev_minor,
                         inode: entry.inode,
                         path: &entry.path,
+                        path_exact: entry.path_exact,
                     });
                 }
             }
@@ -247,8 +254,7 @@ impl ProcessTable {
             } else {
                 BinaryKey::Path(path.clone())
             };
-            let candidates =
-                self.candidate_paths(m.pid, m.start, m.start.saturating_add(m.len), m.path);
+            let candidates = self.candidate_paths(m, m.start.saturating_add(m.len));
             self.binaries.get(&key, &path, &candidates).ok()
         } else if m.path == "[vdso]" {
             self.binaries.vdso()
@@ -270,15 +276,17 @@ impl ProcessTable {
 
     /// Paths that may reach the mapped file, best first: the mapping itself
     /// (works even for deleted files), the file inside the process's mount
-    /// namespace, then the host path.
-    fn candidate_paths(&self, pid: u32, start: u64, end: u64, path: &str) -> Vec<String> {
-        let root = &self.proc_root;
-        let clean = path.strip_suffix(" (deleted)").unwrap_or(path);
-        vec![
-            format!("{root}/{pid}/map_files/{start:x}-{end:x}"),
-            format!("{root}/{pid}/root{clean}"),
-            clean.to_string(),
-        ]
+    /// namespace, then the host path. A name whose bytes were replaced
+    /// reaches the file only through the mapping.
+    fn candidate_paths(&self, m: &NewMapping<'_>, end: u64) -> Vec<String> {
+        let (root, pid, start) = (&self.proc_root, m.pid, m.start);
+        let mut paths = vec![format!("{root}/{pid}/map_files/{start:x}-{end:x}")];
+        if m.path_exact {
+            let clean = m.path.strip_suffix(" (deleted)").unwrap_or(m.path);
+            paths.push(format!("{root}/{pid}/root{clean}"));
+            paths.push(clean.to_string());
+        }
+        paths
     }
 
     /// A thread or process was named (COMM). With `exec`, the process image
@@ -363,6 +371,7 @@ mod tests {
             minor: 0,
             inode: 0,
             path,
+            path_exact: true,
         }
     }
 

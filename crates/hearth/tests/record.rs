@@ -617,3 +617,58 @@ fn unprivileged_command_recording_works_with_user_stacks() {
         "{table}"
     );
 }
+
+/// Regression (non-UTF-8 maps path): one mapped path that is not UTF-8
+/// made `/proc/<pid>/maps` unreadable as text, so the process lost all
+/// its stacks (and could hide that way). Here the executable itself lives
+/// under such a path, and its functions must still be named.
+#[test]
+fn non_utf8_mapped_path_does_not_hide_a_process() {
+    if !require_root_perf("non_utf8_mapped_path_does_not_hide_a_process") {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("nonutf8");
+    let odd = dir.0.join(std::ffi::OsStr::from_bytes(b"odd-\xff\xfe-dir"));
+    std::fs::create_dir(&odd).expect("mkdir with a non-UTF-8 name");
+    let bin = odd.join("split_odd");
+    std::fs::copy(workload("split_c"), &bin).expect("copy workload");
+    let child = KillOnDrop(spawn_workload(&bin, "6"));
+    let pid = child.0.id();
+    let maps = std::fs::read(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(
+        std::str::from_utf8(&maps).is_err(),
+        "the test needs a maps file that is not UTF-8"
+    );
+    let folded = dir.path("o.folded");
+    let out = run(Command::new(hearth())
+        .args([
+            "record",
+            "-d",
+            "2",
+            "-F",
+            "199",
+            "--pid",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(&folded));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stacks = read_folded(&folded);
+    let total: u64 = stacks.iter().map(|s| s.count).sum();
+    let named: u64 = stacks
+        .iter()
+        .filter(|s| {
+            ["main", "run_rounds", "leaf_seventy"]
+                .iter()
+                .all(|f| s.frames.iter().any(|fr| fr == f))
+        })
+        .map(|s| s.count)
+        .sum();
+    eprintln!("non-UTF-8 path: {named} of {total} samples reach leaf_seventy from main");
+    assert!(total >= 100, "only {total} samples");
+    assert!(
+        named * 2 >= total,
+        "only {named} of {total} samples name the workload's functions: {stacks:?}"
+    );
+}

@@ -230,9 +230,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
         RecordTarget::System => (Target::AllProcesses, PidFilter::All),
         RecordTarget::Pids(pids) => {
             for &pid in pids {
-                if !pid_alive(pid) {
-                    bail!("process {pid} does not exist");
-                }
+                hearth_proc::access::check_readable("/proc", pid)?;
             }
             (
                 Target::Processes(pids.clone()),

@@ -672,3 +672,24 @@ fn non_utf8_mapped_path_does_not_hide_a_process() {
         "only {named} of {total} samples name the workload's functions: {stacks:?}"
     );
 }
+
+/// Regression: "process N does not exist" was printed for a process that
+/// exists but Hearth may not read. Run as nobody against pid 1.
+#[test]
+fn unreadable_process_is_not_reported_as_missing() {
+    if !is_root() {
+        skip_or_fail(
+            "unreadable_process_is_not_reported_as_missing",
+            "needs root to become nobody",
+        );
+        return;
+    }
+    let out = as_nobody(&["record", "-d", "1", "--pid", "1"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+    for needed in ["not permitted to read process 1", "root", "CAP_SYS_PTRACE"] {
+        assert!(err.contains(needed), "{needed:?} missing: {err}");
+    }
+}

@@ -458,6 +458,18 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// Hearth's exit status for a command's: its exit code, or 128 plus the
+/// number of the signal that killed it, as shells report it.
+fn command_exit_code(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(signal)) => 128u8.saturating_add(signal as u8),
+        // Stopped or continued: not an end, but say it was not a success.
+        (None, None) => 1,
+    }
+}
+
 fn run_record(args: RecordArgs) -> Result<ExitCode> {
     // Check every output before spending time recording.
     let outputs = args
@@ -528,10 +540,7 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         print!("{}", hearth_export::top_table(report, args.top));
     }
     // Pass the command's own exit status on.
-    let code = match recording.child_status {
-        Some(status) => status.code().unwrap_or(128 + 1) as u8,
-        None => 0,
-    };
+    let code = recording.child_status.map_or(0, command_exit_code);
     Ok(ExitCode::from(code))
 }
 

@@ -673,6 +673,34 @@ fn non_utf8_mapped_path_does_not_hide_a_process() {
     );
 }
 
+/// Regression (exit status): a command killed by a signal made Hearth
+/// exit 129 whatever the signal; shells report 128 plus its number.
+#[test]
+fn command_killed_by_a_signal_exits_128_plus_the_signal() {
+    if !require_perf("command_killed_by_a_signal_exits_128_plus_the_signal") {
+        return;
+    }
+    for (signal, code) in [("KILL", 137), ("TERM", 143), ("SEGV", 139), ("ABRT", 134)] {
+        let out = run(Command::new(hearth()).args([
+            "record",
+            "-F",
+            "49",
+            "--top",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            &format!("kill -{signal} $$"),
+        ]));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "SIG{signal}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
 /// Regression: "process N does not exist" was printed for a process that
 /// exists but Hearth may not read. Run as nobody against pid 1.
 #[test]

@@ -1,8 +1,6 @@
 //! `hearth`: the command line.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -471,12 +469,14 @@ fn command_exit_code(status: std::process::ExitStatus) -> u8 {
 }
 
 fn run_record(args: RecordArgs) -> Result<ExitCode> {
-    // Check every output before spending time recording.
+    // Check every output before spending time recording: the format by
+    // the name, and that the file can be created.
     let outputs = args
         .outputs
         .iter()
         .map(|p| OutputFormat::from_path(p).map(|f| (p.clone(), f)))
         .collect::<Result<Vec<_>, _>>()?;
+    let outputs = hearth::outputs::claim_all(&outputs)?;
     let target = if !args.command.is_empty() {
         RecordTarget::Command(args.command)
     } else if !args.pids.is_empty() {
@@ -527,17 +527,19 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         }
     );
     tracing::info!(stats = ?recording.stats, "conversion finished");
-    for (path, format) in &outputs {
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut w = BufWriter::new(file);
-        hearth_export::write_report(report, *format, &mut w)
-            .with_context(|| format!("writing {}", path.display()))?;
-        w.flush()
-            .with_context(|| format!("writing {}", path.display()))?;
+    let no_outputs = outputs.is_empty();
+    let (written, failed) = hearth::outputs::write_all(outputs, report);
+    for path in &written {
         eprintln!("hearth: wrote {}", path.display());
     }
-    if outputs.is_empty() {
+    if no_outputs {
         print!("{}", hearth_export::top_table(report, args.top));
+    }
+    if !failed.is_empty() {
+        for e in &failed {
+            eprintln!("hearth: error: {e}");
+        }
+        return Ok(ExitCode::from(1));
     }
     // Pass the command's own exit status on.
     let code = recording.child_status.map_or(0, command_exit_code);

@@ -701,6 +701,104 @@ fn command_killed_by_a_signal_exits_128_plus_the_signal() {
     }
 }
 
+/// Regression (unwritable output): an output that cannot be written
+/// failed only after the whole recording. It must fail at once, before
+/// sampling, naming the path, and leave nothing behind for the others.
+#[test]
+fn unwritable_output_fails_before_recording() {
+    let dir = TempDir::new("unwritable");
+    let fine = dir.path("fine.folded");
+    let missing_dir = dir.path("no/such/dir/p.svg");
+    let mut cases = vec![missing_dir];
+    // Root writes through permission bits: a read-only file system stops it.
+    let _ro = is_root().then(|| {
+        let ro = Tmpfs::mount(dir.path("ro"), "ro,size=64k");
+        cases.push(ro.dir.join("p.svg"));
+        ro
+    });
+    for bad in cases {
+        let started = std::time::Instant::now();
+        let out = run(Command::new(hearth())
+            .args(["record", "-d", "60", "-o"])
+            .arg(&fine)
+            .arg("-o")
+            .arg(&bad));
+        let took = started.elapsed();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(took < Duration::from_secs(5), "failed only after {took:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&bad.display().to_string()) && err.contains("cannot write"),
+            "{err}"
+        );
+        assert!(!err.contains("samples"), "it recorded first: {err}");
+        let left: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != "no" && n != "ro")
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+/// Regression (full disk): a write error left a truncated output and the
+/// outputs after it were never written. Now the failed one leaves nothing,
+/// the others are written, and the exit status says which one failed.
+#[test]
+fn full_disk_leaves_no_truncated_output_and_writes_the_others() {
+    if !require_root_perf("full_disk_leaves_no_truncated_output_and_writes_the_others") {
+        return;
+    }
+    let dir = TempDir::new("fulldisk");
+    let small = Tmpfs::mount(dir.path("small"), "size=64k");
+    // Fill it up to its last few KiB: room to claim the output, none for
+    // a flame graph.
+    let filler = small.dir.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    let chunk = [0u8; 4096];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let size = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(size - 8192)
+        .unwrap();
+    let svg = small.dir.join("p.svg");
+    let folded = dir.path("p.folded");
+    let out = run(Command::new(hearth())
+        .args(["record", "-F", "199", "-o"])
+        .arg(&svg)
+        .arg("-o")
+        .arg(&folded)
+        .arg("--")
+        .arg(workload("split_c"))
+        .arg("1"));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("hearth: error: writing")
+            && l.contains(&svg.display().to_string())
+            && l.contains("No space left")),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&small.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("filler")], "{err}");
+    assert!(
+        read_folded(&folded)
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f == "leaf_seventy")),
+        "the other output was not written: {err}"
+    );
+}
+
 /// Regression: "process N does not exist" was printed for a process that
 /// exists but Hearth may not read. Run as nobody against pid 1.
 #[test]

@@ -248,3 +248,29 @@ impl Drop for CgroupPlacement {
         let _ = &self.root;
     }
 }
+
+/// A tmpfs mounted for a test (root only), unmounted on drop.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs with `options` (e.g. `size=64k`) on a new directory.
+    pub fn mount(dir: PathBuf, options: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "hearth-test"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -t tmpfs -o {options} failed");
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}

@@ -48,8 +48,10 @@ struct AgentArgs {
     /// override what it says.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Samples per second per CPU [default: 19].
-    #[arg(short = 'F', long, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    /// Samples per second per CPU [default: 19]; lowered, with a warning,
+    /// to the kernel's limit (kernel.perf_event_max_sample_rate) and to
+    /// Hearth's own ceiling (README.md, "Sampling frequency").
+    #[arg(short = 'F', long, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..))]
     frequency: Option<u64>,
     /// Reporting interval in seconds, each window varying by ±10% [default: 5].
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
@@ -147,9 +149,11 @@ struct RecordArgs {
     /// Record this process and all its threads (repeatable).
     #[arg(short, long = "pid", value_name = "PID", conflicts_with = "command")]
     pids: Vec<u32>,
-    /// Samples per second per CPU.
+    /// Samples per second per CPU; lowered, with a warning, to the
+    /// kernel's limit (kernel.perf_event_max_sample_rate) and to Hearth's
+    /// own ceiling (README.md, "Sampling frequency").
     #[arg(short = 'F', long, value_name = "HZ", default_value_t = DEFAULT_FREQUENCY_HZ,
-          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+          value_parser = clap::value_parser!(u64).range(1..))]
     frequency: u64,
     /// Output file (repeatable); format by extension: .pb.gz (pprof),
     /// .folded (folded stacks), .svg (flame graph). Without -o, a table of
@@ -468,6 +472,37 @@ fn command_exit_code(status: std::process::ExitStatus) -> u8 {
     }
 }
 
+/// The line that ends sampling, e.g. `hearth: 1500 samples from 3
+/// processes in 5.0 s at 99 Hz`, with what was lost, if anything.
+fn sampled_summary(s: &hearth::recorder::Sampled) -> String {
+    let mut line = String::new();
+    if !s.kernel_stacks {
+        line.push_str("note: kernel stacks were not sampled (not permitted); user stacks only\n");
+    }
+    line.push_str(&format!(
+        "hearth: {} samples from {} processes in {:.1} s at {} Hz",
+        s.samples,
+        s.processes_seen,
+        s.duration.as_secs_f64(),
+        s.frequency_hz,
+    ));
+    if s.lost_records > 0 {
+        // The kernel's count covers every kind of record, not samples only.
+        line.push_str(&format!(
+            "; {} records lost (samples and process events alike: a ring buffer was full; \
+             raise --ring-kib or lower -F)",
+            s.lost_records
+        ));
+    }
+    if s.unprocessed_records > 0 {
+        line.push_str(&format!(
+            "; {} records left unprocessed (stopped while behind)",
+            s.unprocessed_records
+        ));
+    }
+    line
+}
+
 fn run_record(args: RecordArgs) -> Result<ExitCode> {
     // Check every output before spending time recording: the format by
     // the name, and that the file can be created.
@@ -477,6 +512,10 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         .map(|p| OutputFormat::from_path(p).map(|f| (p.clone(), f)))
         .collect::<Result<Vec<_>, _>>()?;
     let outputs = hearth::outputs::claim_all(&outputs)?;
+    let frequency = hearth_sampler::bound_frequency(args.frequency);
+    if frequency.lowered_by.is_some() {
+        eprintln!("hearth: {frequency}");
+    }
     let target = if !args.command.is_empty() {
         RecordTarget::Command(args.command)
     } else if !args.pids.is_empty() {
@@ -492,11 +531,11 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
     let opts = RecordOptions {
         target,
         duration: args.duration,
-        frequency_hz: args.frequency,
+        frequency_hz: frequency.hz,
         user_stack_bytes: args.stack_bytes,
         ring_bytes_per_cpu: match args.ring_kib {
             Some(kib) => (kib as usize) * 1024,
-            None => default_ring_bytes(args.frequency, args.stack_bytes),
+            None => default_ring_bytes(frequency.hz, args.stack_bytes),
         },
         capture: args.capture,
         group_by: match args.group_by {
@@ -506,26 +545,11 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         },
         kubernetes,
     };
-    let recording = record(&opts, stop)?;
+    // Said when sampling stops: symbolizing can take seconds more.
+    let recording = record(&opts, stop, |sampled| {
+        eprintln!("{}", sampled_summary(sampled))
+    })?;
     let report = &recording.report;
-    if !recording.kernel_stacks {
-        eprintln!("note: kernel stacks were not sampled (not permitted); user stacks only");
-    }
-    eprintln!(
-        "hearth: {} samples from {} processes in {:.1} s at {} Hz{}",
-        report.total_samples(),
-        recording.processes_seen,
-        report.duration_ns as f64 / 1e9,
-        report.frequency_hz,
-        if report.lost_samples > 0 {
-            format!(
-                ", {} lost (ring buffer full: raise --ring-kib)",
-                report.lost_samples
-            )
-        } else {
-            String::new()
-        }
-    );
     tracing::info!(stats = ?recording.stats, "conversion finished");
     let no_outputs = outputs.is_empty();
     let (written, failed) = hearth::outputs::write_all(outputs, report);
@@ -603,11 +627,16 @@ fn run_agent(args: AgentArgs) -> Result<ExitCode> {
             .filter(|s| *s > 0.0)
             .map(Duration::from_secs_f64))
         .unwrap_or(Duration::from_secs(5));
-    let opts = hearth::agent::AgentOptions {
-        frequency_hz: args
-            .frequency
+    let frequency = hearth_sampler::bound_frequency(
+        args.frequency
             .or(file.frequency)
             .unwrap_or(DEFAULT_FREQUENCY_HZ),
+    );
+    if frequency.lowered_by.is_some() {
+        tracing::warn!("{frequency}");
+    }
+    let opts = hearth::agent::AgentOptions {
+        frequency_hz: frequency.hz,
         interval,
         user_stack_bytes: args.stack_bytes,
         ring_bytes_per_cpu: (args.ring_kib as usize) * 1024,

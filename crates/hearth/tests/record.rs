@@ -306,15 +306,6 @@ fn clock_ticks_per_second() -> f64 {
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
-/// Starts a workload in the background for `secs` seconds.
-fn spawn_workload(path: &Path, secs: &str) -> std::process::Child {
-    let child =
-        spawn_copied(Command::new(path).arg(secs).stdout(Stdio::null())).expect("start workload");
-    // Let it reach its main loop.
-    std::thread::sleep(Duration::from_millis(200));
-    child
-}
-
 #[test]
 fn whole_machine_mode_sees_a_running_workload() {
     if !require_root_perf("whole_machine_mode_sees_a_running_workload") {

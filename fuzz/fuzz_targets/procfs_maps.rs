@@ -5,11 +5,14 @@ use hearth_proc::procfs::parse_maps;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    let entries = parse_maps(&text);
-    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    // Raw bytes, as read from the file: paths need not be UTF-8.
+    let entries = parse_maps(data);
+    let lines = data
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+        .count();
     assert_eq!(entries.len(), lines, "one result per non-blank line");
-    let total = text.lines().count();
+    let total = data.split(|&b| b == b'\n').count();
     let mut last_line = 0;
     for entry in &entries {
         match entry {

@@ -124,6 +124,6 @@ mod tests {
         let svg = render(&zero);
         assert_svg_shape(&svg);
         assert!(svg.contains("No samples were recorded"));
-        assert!(svg.contains("7 lost"));
+        assert!(svg.contains("7 records lost"));
     }
 }

@@ -139,7 +139,7 @@ pub fn write_report(
 }
 
 /// One-line description of the recording, e.g.
-/// `1500 samples over 15.00 s at 100 Hz, 3 lost`.
+/// `1500 samples over 15.00 s at 100 Hz, 3 records lost`.
 pub(crate) fn summary(report: &Report) -> String {
     let mut s = format!(
         "{} samples over {:.2} s at {} Hz",
@@ -148,7 +148,7 @@ pub(crate) fn summary(report: &Report) -> String {
         report.frequency_hz
     );
     if report.lost_samples > 0 {
-        s.push_str(&format!(", {} lost", report.lost_samples));
+        s.push_str(&format!(", {} records lost", report.lost_samples));
     }
     s
 }
@@ -160,7 +160,10 @@ mod tests {
     #[test]
     fn summary_mentions_lost_samples_only_when_there_are_some() {
         let mut report = testdata::two_processes();
-        assert_eq!(summary(&report), "15 samples over 2.50 s at 100 Hz, 7 lost");
+        assert_eq!(
+            summary(&report),
+            "15 samples over 2.50 s at 100 Hz, 7 records lost"
+        );
         report.lost_samples = 0;
         assert_eq!(summary(&report), "15 samples over 2.50 s at 100 Hz");
     }

@@ -104,7 +104,8 @@ pub fn build_profile(report: &Report) -> proto::Profile {
     };
     if report.lost_samples > 0 {
         let comment = format!(
-            "{} samples were lost because a ring buffer was full",
+            "{} records (samples and process events alike) were lost because a ring buffer \
+             was full",
             report.lost_samples
         );
         profile.comment.push(strings.intern(&comment));
@@ -405,7 +406,9 @@ mod tests {
         assert_eq!(p.duration_nanos, 2_500_000_000);
         assert_eq!(s(&p, p.default_sample_type), "cpu");
         assert_eq!(p.comment.len(), 1);
-        assert!(s(&p, p.comment[0]).contains("7 samples were lost"));
+        assert!(
+            s(&p, p.comment[0]).contains("7 records (samples and process events alike) were lost")
+        );
     }
 
     #[test]

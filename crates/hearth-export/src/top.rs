@@ -59,7 +59,7 @@ pub fn top_functions(report: &Report) -> Vec<FunctionShare> {
 }
 
 /// Renders the `limit` hottest functions of `report` as a table, preceded
-/// by a header with the sample count, duration, frequency and lost samples.
+/// by a header with the sample count, duration, frequency and lost records.
 pub fn top_table(report: &Report, limit: usize) -> String {
     let total: u64 = report
         .samples
@@ -69,7 +69,8 @@ pub fn top_table(report: &Report, limit: usize) -> String {
     if report.lost_samples > 0 {
         let _ = writeln!(
             out,
-            "warning: {} samples were lost because a ring buffer was full",
+            "warning: {} records (samples and process events alike) were lost because a \
+             ring buffer was full",
             report.lost_samples
         );
     }
@@ -166,8 +167,8 @@ mod tests {
     fn table_has_header_rows_and_limit() {
         let table = top_table(&testdata::two_processes(), 3);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines[0], "15 samples over 2.50 s at 100 Hz, 7 lost");
-        assert!(lines[1].contains("7 samples were lost"), "{table}");
+        assert_eq!(lines[0], "15 samples over 2.50 s at 100 Hz, 7 records lost");
+        assert!(lines[1].contains("7 records (samples"), "{table}");
         assert!(
             lines[2].contains("self%") && lines[2].ends_with("function"),
             "{table}"

@@ -1,5 +1,7 @@
 //! What the profiler knows about processes and the files they execute.
 //!
+//! * [`access`]: whether a process exists and may be read, told apart so
+//!   that each gets its own remedy.
 //! * [`container`]: which container (and Kubernetes pod) a process runs
 //!   in, from `/proc/<pid>/cgroup`, with a per-pid cache.
 //! * [`procfs`]: parsers of `/proc/<pid>/maps`, `comm` and `status`; their
@@ -13,6 +15,7 @@
 //! * [`table`]: the live process table, kept current from the kernel's
 //!   mmap/comm/fork/exit records after an initial `/proc` scan.
 
+pub mod access;
 pub mod binary;
 pub mod container;
 pub mod fault_guard;

@@ -29,8 +29,12 @@ pub struct MapsEntry {
     pub dev_minor: u32,
     pub inode: u64,
     /// Path or pseudo name (`[vdso]`, `[stack]`); empty for anonymous memory.
-    /// A deleted file keeps its ` (deleted)` suffix.
+    /// A deleted file keeps its ` (deleted)` suffix. Bytes that are not
+    /// UTF-8 are replaced (U+FFFD), and `path_exact` is then false.
     pub path: String,
+    /// Whether `path` is the file's name byte for byte. A replaced name
+    /// names no file: reach the file through `/proc/<pid>/map_files`.
+    pub path_exact: bool,
 }
 
 impl MapsEntry {
@@ -40,12 +44,16 @@ impl MapsEntry {
     }
 }
 
-/// Parses the whole of `/proc/<pid>/maps`. Lines that cannot be parsed are
-/// reported as errors; callers usually skip them and keep the rest.
-pub fn parse_maps(text: &str) -> Vec<Result<MapsEntry, ParseError>> {
-    text.lines()
+/// Parses the whole of `/proc/<pid>/maps`, as text or as the raw bytes
+/// read from the file: a path may hold any bytes but NUL and newline, and
+/// one name that is not UTF-8 must not cost the other lines. Lines that
+/// cannot be parsed are reported as errors; callers usually skip them and
+/// keep the rest.
+pub fn parse_maps<T: AsRef<[u8]> + ?Sized>(text: &T) -> Vec<Result<MapsEntry, ParseError>> {
+    text.as_ref()
+        .split(|&b| b == b'\n')
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
+        .filter(|(_, l)| !l.trim_ascii().is_empty())
         .map(|(i, l)| {
             parse_maps_line(l).map_err(|reason| ParseError {
                 file: "maps",
@@ -56,18 +64,22 @@ pub fn parse_maps(text: &str) -> Vec<Result<MapsEntry, ParseError>> {
         .collect()
 }
 
-fn parse_maps_line(line: &str) -> Result<MapsEntry, &'static str> {
+fn parse_maps_line(line: &[u8]) -> Result<MapsEntry, &'static str> {
     // address perms offset dev inode [path]; the path may contain spaces.
     let mut rest = line;
     let mut field = || -> Result<&str, &'static str> {
-        let trimmed = rest.trim_start_matches(' ');
-        let end = trimmed.find(' ').unwrap_or(trimmed.len());
+        let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+        let trimmed = &rest[start..];
+        let end = trimmed
+            .iter()
+            .position(|&b| b == b' ')
+            .unwrap_or(trimmed.len());
         let (f, r) = trimmed.split_at(end);
         rest = r;
         if f.is_empty() {
             Err("missing field")
         } else {
-            Ok(f)
+            std::str::from_utf8(f).map_err(|_| "field is not text")
         }
     };
     let range = field()?;
@@ -75,7 +87,12 @@ fn parse_maps_line(line: &str) -> Result<MapsEntry, &'static str> {
     let offset = field()?;
     let dev = field()?;
     let inode = field()?;
-    let path = rest.trim_start_matches(' ').to_string();
+    let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+    let raw_path = &rest[start..];
+    let (path, path_exact) = match std::str::from_utf8(raw_path) {
+        Ok(p) => (p.to_string(), true),
+        Err(_) => (String::from_utf8_lossy(raw_path).into_owned(), false),
+    };
 
     let (start, end) = range.split_once('-').ok_or("address range without '-'")?;
     let start = u64::from_str_radix(start, 16).map_err(|_| "bad start address")?;
@@ -102,6 +119,7 @@ fn parse_maps_line(line: &str) -> Result<MapsEntry, &'static str> {
         dev_minor,
         inode,
         path,
+        path_exact,
     })
 }
 
@@ -171,6 +189,26 @@ garbage line
         assert!(!parsed[4].as_ref().unwrap().is_file());
         assert!(parsed[5].is_err());
         assert!(parsed[6].is_err(), "end below start");
+        assert!(parsed.iter().flatten().all(|e| e.path_exact));
+    }
+
+    #[test]
+    fn non_utf8_maps_path_keeps_every_line() {
+        let mut raw =
+            b"55d0c0a02000-55d0c0a07000 r-xp 00002000 08:01 1048602  /tmp/a\xff\xfeb/prog\n"
+                .to_vec();
+        raw.extend_from_slice(
+            b"7f1e2c200000-7f1e2c201000 r-xp 00000000 fd:00 42   /usr/lib/libc.so.6\n",
+        );
+        let parsed = parse_maps(&raw);
+        assert_eq!(parsed.len(), 2);
+        let odd = parsed[0].as_ref().unwrap();
+        assert_eq!(odd.path, "/tmp/a\u{fffd}\u{fffd}b/prog");
+        assert!(!odd.path_exact && odd.is_file() && odd.executable);
+        assert_eq!((odd.start, odd.inode), (0x55d0c0a02000, 1048602));
+        let libc = parsed[1].as_ref().unwrap();
+        assert!(libc.path_exact);
+        assert_eq!(libc.path, "/usr/lib/libc.so.6");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct Mapping {
     pub path: Arc<str>,
     /// Identity of the mapped file, for files (not anonymous or vDSO).
     pub key: Option<BinaryKey>,
+    /// Whether `path` is the file's name byte for byte (see
+    /// [`NewMapping::path_exact`]).
+    pub path_exact: bool,
     /// The parsed file, when it could be opened (and, with a loader, once
     /// it has been).
     pub binary: Option<Arc<Binary>>,
@@ -114,6 +117,10 @@ pub struct NewMapping<'a> {
     pub minor: u32,
     pub inode: u64,
     pub path: &'a str,
+    /// Whether `path` is the file's name byte for byte (false when bytes
+    /// that are not UTF-8 were replaced): only then may it be opened by
+    /// name.
+    pub path_exact: bool,
 }
 
 pub struct ProcessTable {
@@ -211,7 +218,9 @@ impl ProcessTable {
         self.procs.insert(pid, p);
         self.stats.scanned += 1;
         self.stats.processes_seen += 1;
-        if let Ok(maps) = fs::read_to_string(format!("{base}/maps")) {
+        // Bytes, not text: a path need not be UTF-8, and one that is not
+        // must not hide the process's other mappings.
+        if let Ok(maps) = fs::read(format!("{base}/maps")) {
             for entry in procfs::parse_maps(&maps).into_iter().flatten() {
                 if entry.executable && entry.is_file() {
                     self.add_mapping(&NewMapping {
@@ -223,6 +232,7 @@ impl ProcessTable {
                         minor: entry.dev_minor,
                         inode: entry.inode,
                         path: &entry.path,
+                        path_exact: entry.path_exact,
                     });
                 }
             }
@@ -263,7 +273,7 @@ impl ProcessTable {
                 BinaryKey::Path(path.clone())
             };
             let end = m.start.saturating_add(m.len);
-            let binary = self.binary_for(&key, &path, m.pid, m.start, end);
+            let binary = self.binary_for(&key, &path, m.path_exact, m.pid, m.start, end);
             (Some(key), binary)
         } else if m.path == "[vdso]" {
             // Copied from Hearth's own memory: no file to wait for.
@@ -280,6 +290,7 @@ impl ProcessTable {
             pgoff: m.pgoff,
             path,
             key,
+            path_exact: m.path_exact,
             binary,
             bias,
         });
@@ -317,6 +328,7 @@ impl ProcessTable {
         &mut self,
         key: &BinaryKey,
         path: &Arc<str>,
+        path_exact: bool,
         pid: u32,
         start: u64,
         end: u64,
@@ -324,7 +336,7 @@ impl ProcessTable {
         if let Some(entry) = self.binaries.lookup(key) {
             return entry.ok();
         }
-        let candidates = candidate_paths(&self.proc_root, pid, start, end, path);
+        let candidates = candidate_paths(&self.proc_root, pid, start, end, path, path_exact);
         let Some(loader) = &mut self.loader else {
             return self.binaries.get(key, path, &candidates).ok();
         };
@@ -440,7 +452,7 @@ impl ProcessTable {
         if self.loader.is_none() {
             return;
         }
-        let mut wanted: Vec<(BinaryKey, Arc<str>, u32, u64, u64)> = Vec::new();
+        let mut wanted: Vec<(BinaryKey, Arc<str>, bool, u32, u64, u64)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for p in self.procs.values() {
             if p.exited_at.is_some() {
@@ -455,11 +467,18 @@ impl ProcessTable {
                 {
                     continue;
                 }
-                wanted.push((key.clone(), m.path.clone(), p.pid, m.start, m.end));
+                wanted.push((
+                    key.clone(),
+                    m.path.clone(),
+                    m.path_exact,
+                    p.pid,
+                    m.start,
+                    m.end,
+                ));
             }
         }
-        for (key, path, pid, start, end) in wanted {
-            self.binary_for(&key, &path, pid, start, end);
+        for (key, path, exact, pid, start, end) in wanted {
+            self.binary_for(&key, &path, exact, pid, start, end);
         }
     }
 
@@ -493,8 +512,14 @@ impl ProcessTable {
                 m.binary = if p.exited_at.is_some() {
                     None
                 } else {
-                    let candidates =
-                        candidate_paths(&self.proc_root, p.pid, m.start, m.end, &m.path);
+                    let candidates = candidate_paths(
+                        &self.proc_root,
+                        p.pid,
+                        m.start,
+                        m.end,
+                        &m.path,
+                        m.path_exact,
+                    );
                     self.binaries.get(key, &m.path, &candidates).ok()
                 };
                 m.bias = m
@@ -582,14 +607,23 @@ impl ProcessTable {
 
 /// Paths that may reach the mapped file, best first: the mapping itself
 /// (works even for deleted files), the file inside the process's mount
-/// namespace, then the host path.
-fn candidate_paths(root: &str, pid: u32, start: u64, end: u64, path: &str) -> Vec<String> {
-    let clean = path.strip_suffix(" (deleted)").unwrap_or(path);
-    vec![
-        format!("{root}/{pid}/map_files/{start:x}-{end:x}"),
-        format!("{root}/{pid}/root{clean}"),
-        clean.to_string(),
-    ]
+/// namespace, then the host path. A name whose bytes were replaced
+/// (`exact` false) reaches the file only through the mapping.
+fn candidate_paths(
+    root: &str,
+    pid: u32,
+    start: u64,
+    end: u64,
+    path: &str,
+    exact: bool,
+) -> Vec<String> {
+    let mut paths = vec![format!("{root}/{pid}/map_files/{start:x}-{end:x}")];
+    if exact {
+        let clean = path.strip_suffix(" (deleted)").unwrap_or(path);
+        paths.push(format!("{root}/{pid}/root{clean}"));
+        paths.push(clean.to_string());
+    }
+    paths
 }
 
 #[cfg(test)]
@@ -606,6 +640,7 @@ mod tests {
             minor: 0,
             inode: 0,
             path,
+            path_exact: true,
         }
     }
 

@@ -94,6 +94,7 @@ fn changed_binaries_are_parsed_again_for_their_mappings() {
         minor,
         inode: meta.ino(),
         path: &path,
+        path_exact: true,
     };
     t.add_mapping(&mapping);
     let old = t.get(7).unwrap().mappings()[0]

@@ -44,7 +44,10 @@ pub struct Aggregate {
     pub counts: HashMap<SampleKey, u64>,
     /// Samples taken (including those whose stack could not be unwound).
     pub total_samples: u64,
-    /// Samples the kernel reported as lost (ring buffer full).
+    /// Records the kernel reported as lost (ring buffer full). Its count
+    /// covers records of every kind (samples, mmap, fork, exit...) without
+    /// saying which, so this is not a count of samples (the name stays for
+    /// the crates that read it).
     pub lost_samples: u64,
     /// Samples whose user stack could not be unwound past the first frame.
     pub truncated_stacks: u64,

@@ -98,7 +98,8 @@ pub struct Report {
     pub samples: Vec<ReportSample>,
     /// Resources the samples point at; never empty when there are samples.
     pub resources: Vec<Resource>,
-    /// Samples the kernel dropped because a ring buffer was full.
+    /// Records of any kind (not only samples) the kernel dropped because a
+    /// ring buffer was full; see `Aggregate::lost_samples`.
     pub lost_samples: u64,
     pub group_by: GroupBy,
 }

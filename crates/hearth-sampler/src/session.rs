@@ -82,6 +82,24 @@ pub struct RawRecord {
     pub body: Vec<u8>,
 }
 
+/// How much one [`Session::drain`] takes from a ring: at most the ring's
+/// own size. A reader slower than the kernel would otherwise never leave
+/// the drain (the kernel refills the rings as fast as they are read) and
+/// would hold ever more records in memory. With this bound a drain holds
+/// no more than the rings themselves (what was in each when it started,
+/// give or take), so records of all CPUs are still put in time order as a
+/// whole; the caller checks for a stop request between and during drains,
+/// and what the reader cannot keep up with is dropped by the kernel and
+/// counted (PERF_RECORD_LOST).
+/// What one [`Session::drain`] took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    pub records: usize,
+    pub bytes: usize,
+    /// Some ring still held records when its share was used up.
+    pub more: bool,
+}
+
 /// Open sampling events: one ring buffer per online CPU.
 pub struct Session {
     rings: Vec<(u32, Sampler)>,
@@ -90,6 +108,8 @@ pub struct Session {
     format: SampleFormat,
     kernel_stacks: bool,
     scratch: Vec<u8>,
+    /// Bytes one drain takes from one ring at most.
+    drain_bytes_per_ring: usize,
 }
 
 /// Parses a kernel CPU list such as `0-3,8,10-11`.
@@ -196,6 +216,8 @@ impl Session {
             format,
             kernel_stacks: kernel,
             scratch: Vec::new(),
+            // The data size the mapping rounds the ring up to.
+            drain_bytes_per_ring: config.ring_bytes_per_cpu.next_power_of_two(),
         };
         match &config.target {
             Target::AllProcesses => {
@@ -351,15 +373,25 @@ impl Session {
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
     }
 
-    /// Hands every record currently in the ring buffers to `f` as
-    /// `(cpu, record type, misc, body)`, and frees the space it used.
-    pub fn drain(&mut self, mut f: impl FnMut(u32, u32, u16, &[u8])) -> usize {
-        let mut n = 0;
+    /// Hands the records in the ring buffers to `f` as `(cpu, record type,
+    /// misc, body)`, and frees the space they used: from each ring, what it
+    /// holds up to the ring's size (and at least one record). `more` in the
+    /// result says whether a ring's share was used up, so that records may
+    /// be left.
+    pub fn drain(&mut self, mut f: impl FnMut(u32, u32, u16, &[u8])) -> Drained {
+        let mut out = Drained::default();
         for (cpu, ring) in &mut self.rings {
-            while let Some(record) = ring.next_record() {
+            let mut taken = 0usize;
+            while taken < self.drain_bytes_per_ring {
+                let Some(record) = ring.next_record() else {
+                    break;
+                };
                 let (ty, misc) = (record.ty(), record.misc());
-                match record.data() {
-                    [one] => f(*cpu, ty, misc, one),
+                let len = match record.data() {
+                    [one] => {
+                        f(*cpu, ty, misc, one);
+                        one.len()
+                    }
                     parts => {
                         // The record wraps around the end of the ring.
                         self.scratch.clear();
@@ -367,12 +399,19 @@ impl Session {
                             self.scratch.extend_from_slice(p);
                         }
                         f(*cpu, ty, misc, &self.scratch);
+                        self.scratch.len()
                     }
-                }
-                n += 1;
+                };
+                // The 8-byte header counts too.
+                taken += len + 8;
+                out.records += 1;
             }
+            out.bytes += taken;
+            // A ring may be exactly empty at its share; looking would
+            // consume a record, so assume more.
+            out.more |= taken >= self.drain_bytes_per_ring;
         }
-        n
+        out
     }
 }
 

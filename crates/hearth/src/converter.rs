@@ -241,7 +241,10 @@ impl Converter {
             Record::Mmap2(m) => {
                 // pid -1 is the kernel itself (modules, BPF).
                 if m.prot & PROT_EXEC != 0 && m.pid != u32::MAX {
+                    // A name that is not UTF-8 is kept with its odd bytes
+                    // replaced; the file is then reached by the mapping.
                     let path = String::from_utf8_lossy(m.filename);
+                    let path_exact = matches!(path, std::borrow::Cow::Borrowed(_));
                     self.table.add_mapping(&NewMapping {
                         pid: m.pid,
                         start: m.addr,
@@ -251,6 +254,7 @@ impl Converter {
                         minor: m.min,
                         inode: m.ino,
                         path: &path,
+                        path_exact,
                     });
                 }
             }

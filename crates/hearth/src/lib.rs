@@ -6,6 +6,8 @@
 //! * [`batch`]: orders records drained from several CPUs by time.
 //! * [`capture`]: a file of raw records, to replay samples in benchmarks.
 //! * [`enrich`]: Kubernetes and host attributes for a report's resources.
+//! * [`outputs`]: `hearth record`'s output files, claimed before recording
+//!   and put in place only when complete.
 //! * [`recorder`]: the `hearth record` engine (targets, stop conditions).
 //! * [`log_filter`]: the binary's tracing filter (client libraries quiet).
 
@@ -15,4 +17,5 @@ pub mod capture;
 pub mod converter;
 pub mod enrich;
 pub mod log_filter;
+pub mod outputs;
 pub mod recorder;

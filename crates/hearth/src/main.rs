@@ -1,8 +1,6 @@
 //! `hearth`: the command line.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -50,8 +48,10 @@ struct AgentArgs {
     /// override what it says.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Samples per second per CPU [default: 19].
-    #[arg(short = 'F', long, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    /// Samples per second per CPU [default: 19]; lowered, with a warning,
+    /// to the kernel's limit (kernel.perf_event_max_sample_rate) and to
+    /// Hearth's own ceiling (README.md, "Sampling frequency").
+    #[arg(short = 'F', long, value_name = "HZ", value_parser = clap::value_parser!(u64).range(1..))]
     frequency: Option<u64>,
     /// Reporting interval in seconds, each window varying by ±10% [default: 5].
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
@@ -149,9 +149,11 @@ struct RecordArgs {
     /// Record this process and all its threads (repeatable).
     #[arg(short, long = "pid", value_name = "PID", conflicts_with = "command")]
     pids: Vec<u32>,
-    /// Samples per second per CPU.
+    /// Samples per second per CPU; lowered, with a warning, to the
+    /// kernel's limit (kernel.perf_event_max_sample_rate) and to Hearth's
+    /// own ceiling (README.md, "Sampling frequency").
     #[arg(short = 'F', long, value_name = "HZ", default_value_t = DEFAULT_FREQUENCY_HZ,
-          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+          value_parser = clap::value_parser!(u64).range(1..))]
     frequency: u64,
     /// Output file (repeatable); format by extension: .pb.gz (pprof),
     /// .folded (folded stacks), .svg (flame graph). Without -o, a table of
@@ -465,13 +467,62 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// Hearth's exit status for a command's: its exit code, or 128 plus the
+/// number of the signal that killed it, as shells report it.
+fn command_exit_code(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(signal)) => 128u8.saturating_add(signal as u8),
+        // Stopped or continued: not an end, but say it was not a success.
+        (None, None) => 1,
+    }
+}
+
+/// The line that ends sampling, e.g. `hearth: 1500 samples from 3
+/// processes in 5.0 s at 99 Hz`, with what was lost, if anything.
+fn sampled_summary(s: &hearth::recorder::Sampled) -> String {
+    let mut line = String::new();
+    if !s.kernel_stacks {
+        line.push_str("note: kernel stacks were not sampled (not permitted); user stacks only\n");
+    }
+    line.push_str(&format!(
+        "hearth: {} samples from {} processes in {:.1} s at {} Hz",
+        s.samples,
+        s.processes_seen,
+        s.duration.as_secs_f64(),
+        s.frequency_hz,
+    ));
+    if s.lost_records > 0 {
+        // The kernel's count covers every kind of record, not samples only.
+        line.push_str(&format!(
+            "; {} records lost (samples and process events alike: a ring buffer was full; \
+             raise --ring-kib or lower -F)",
+            s.lost_records
+        ));
+    }
+    if s.unprocessed_records > 0 {
+        line.push_str(&format!(
+            "; {} records left unprocessed (stopped while behind)",
+            s.unprocessed_records
+        ));
+    }
+    line
+}
+
 fn run_record(args: RecordArgs) -> Result<ExitCode> {
-    // Check every output before spending time recording.
+    // Check every output before spending time recording: the format by
+    // the name, and that the file can be created.
     let outputs = args
         .outputs
         .iter()
         .map(|p| OutputFormat::from_path(p).map(|f| (p.clone(), f)))
         .collect::<Result<Vec<_>, _>>()?;
+    let outputs = hearth::outputs::claim_all(&outputs)?;
+    let frequency = hearth_sampler::bound_frequency(args.frequency);
+    if frequency.lowered_by.is_some() {
+        eprintln!("hearth: {frequency}");
+    }
     let target = if !args.command.is_empty() {
         RecordTarget::Command(args.command)
     } else if !args.pids.is_empty() {
@@ -487,11 +538,11 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
     let opts = RecordOptions {
         target,
         duration: args.duration,
-        frequency_hz: args.frequency,
+        frequency_hz: frequency.hz,
         user_stack_bytes: args.stack_bytes,
         ring_bytes_per_cpu: match args.ring_kib {
             Some(kib) => (kib as usize) * 1024,
-            None => default_ring_bytes(args.frequency, args.stack_bytes),
+            None => default_ring_bytes(frequency.hz, args.stack_bytes),
         },
         capture: args.capture,
         group_by: match args.group_by {
@@ -501,44 +552,28 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         },
         kubernetes,
     };
-    let recording = record(&opts, stop)?;
+    // Said when sampling stops: symbolizing can take seconds more.
+    let recording = record(&opts, stop, |sampled| {
+        eprintln!("{}", sampled_summary(sampled))
+    })?;
     let report = &recording.report;
-    if !recording.kernel_stacks {
-        eprintln!("note: kernel stacks were not sampled (not permitted); user stacks only");
-    }
-    eprintln!(
-        "hearth: {} samples from {} processes in {:.1} s at {} Hz{}",
-        report.total_samples(),
-        recording.processes_seen,
-        report.duration_ns as f64 / 1e9,
-        report.frequency_hz,
-        if report.lost_samples > 0 {
-            format!(
-                ", {} lost (ring buffer full: raise --ring-kib)",
-                report.lost_samples
-            )
-        } else {
-            String::new()
-        }
-    );
     tracing::info!(stats = ?recording.stats, "conversion finished");
-    for (path, format) in &outputs {
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut w = BufWriter::new(file);
-        hearth_export::write_report(report, *format, &mut w)
-            .with_context(|| format!("writing {}", path.display()))?;
-        w.flush()
-            .with_context(|| format!("writing {}", path.display()))?;
+    let no_outputs = outputs.is_empty();
+    let (written, failed) = hearth::outputs::write_all(outputs, report);
+    for path in &written {
         eprintln!("hearth: wrote {}", path.display());
     }
-    if outputs.is_empty() {
+    if no_outputs {
         print!("{}", hearth_export::top_table(report, args.top));
     }
+    if !failed.is_empty() {
+        for e in &failed {
+            eprintln!("hearth: error: {e}");
+        }
+        return Ok(ExitCode::from(1));
+    }
     // Pass the command's own exit status on.
-    let code = match recording.child_status {
-        Some(status) => status.code().unwrap_or(128 + 1) as u8,
-        None => 0,
-    };
+    let code = recording.child_status.map_or(0, command_exit_code);
     Ok(ExitCode::from(code))
 }
 
@@ -599,11 +634,16 @@ fn run_agent(args: AgentArgs) -> Result<ExitCode> {
             .filter(|s| *s > 0.0)
             .map(Duration::from_secs_f64))
         .unwrap_or(Duration::from_secs(5));
-    let opts = hearth::agent::AgentOptions {
-        frequency_hz: args
-            .frequency
+    let frequency = hearth_sampler::bound_frequency(
+        args.frequency
             .or(file.frequency)
             .unwrap_or(DEFAULT_FREQUENCY_HZ),
+    );
+    if frequency.lowered_by.is_some() {
+        tracing::warn!("{frequency}");
+    }
+    let opts = hearth::agent::AgentOptions {
+        frequency_hz: frequency.hz,
         interval,
         user_stack_bytes: args.stack_bytes,
         ring_bytes_per_cpu: (args.ring_kib as usize) * 1024,

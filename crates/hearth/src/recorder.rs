@@ -21,7 +21,7 @@ use hearth_profile::{GroupBy, Report};
 use hearth_sampler::{Session, SessionConfig, Target};
 use hearth_symbolize::{RecordingInfo, Symbolizer};
 
-use crate::batch::{pump, Batch};
+use crate::batch::{pump, Batch, FINAL_DRAIN};
 use crate::capture::CaptureWriter;
 use crate::converter::{Converter, ConverterStats, PidFilter};
 use crate::enrich::{host_name, Enricher};
@@ -61,14 +61,30 @@ pub struct KubernetesOptions {
     pub delete_grace: Duration,
 }
 
-pub struct Recording {
-    pub report: Report,
-    pub stats: ConverterStats,
+/// What sampling gave, known as soon as it stops (before symbolizing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampled {
+    pub samples: u64,
+    pub processes_seen: u64,
+    pub duration: Duration,
+    pub frequency_hz: u64,
+    /// Records of any kind the kernel dropped (its PERF_RECORD_LOST
+    /// counts, which do not say how many of them were samples).
+    pub lost_records: u64,
+    /// Records taken from the rings but not processed, because the
+    /// recording was stopped (or its final drain ran out of time) while
+    /// the reader was behind.
+    pub unprocessed_records: u64,
     /// Whether kernel stacks were sampled (false when privileges allowed
     /// only user-space sampling).
     pub kernel_stacks: bool,
+}
+
+pub struct Recording {
+    pub report: Report,
+    pub stats: ConverterStats,
+    pub sampled: Sampled,
     pub child_status: Option<ExitStatus>,
-    pub processes_seen: u64,
 }
 
 /// A child held before `exec` until its events are open, so that not one
@@ -221,7 +237,13 @@ fn pid_alive(pid: u32) -> bool {
 /// How long the end of a recording waits for binaries still being parsed.
 const END_LOADS: std::time::Duration = std::time::Duration::from_secs(2);
 
-pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> {
+/// `on_sampled` learns what was sampled the moment sampling stops, before
+/// the (longer) symbolization.
+pub fn record(
+    opts: &RecordOptions,
+    stop: Arc<AtomicBool>,
+    on_sampled: impl FnOnce(&Sampled),
+) -> Result<Recording> {
     if opts.frequency_hz == 0 {
         bail!("the sampling frequency must be at least 1 Hz");
     }
@@ -233,9 +255,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
         RecordTarget::System => (Target::AllProcesses, PidFilter::All),
         RecordTarget::Pids(pids) => {
             for &pid in pids {
-                if !pid_alive(pid) {
-                    bail!("process {pid} does not exist");
-                }
+                hearth_proc::access::check_readable("/proc", pid)?;
             }
             (
                 Target::Processes(pids.clone()),
@@ -322,13 +342,21 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
         RecordTarget::Pids(_) => PIDS_POLL,
         _ => MAX_WAIT,
     };
+    // Whether the last drain left records in the rings: then there is no
+    // waiting (a full ring may wake no one again).
+    let mut behind = false;
+    let mut final_drain_until = None;
+    let mut unprocessed_records = 0u64;
     loop {
-        let wait = match opts.duration {
-            Some(d) => max_wait.min(d.saturating_sub(started.elapsed())),
-            None => max_wait,
-        };
-        session.wait_or(wait, &also);
-        let finished = stop.load(Ordering::Relaxed)
+        if !behind {
+            let wait = match opts.duration {
+                Some(d) => max_wait.min(d.saturating_sub(started.elapsed())),
+                None => max_wait,
+            };
+            session.wait_or(wait, &also);
+        }
+        let finished = final_drain_until.is_some()
+            || stop.load(Ordering::Relaxed)
             || opts.duration.is_some_and(|d| started.elapsed() >= d)
             || match &mut child {
                 Some(c) => {
@@ -344,11 +372,18 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
                 }
                 _ => false,
             };
-        if finished {
+        if finished && final_drain_until.is_none() {
             session.disable().context("disabling the sampling events")?;
+            final_drain_until = Some(Instant::now() + FINAL_DRAIN);
         }
         let mut capture_error = None;
-        pump(
+        // While sampling, a stop request interrupts the work at once; once
+        // stopping, the final drain's deadline does.
+        let interrupt = || match final_drain_until {
+            Some(until) => Instant::now() >= until,
+            None => stop.load(Ordering::Relaxed),
+        };
+        let pumped = pump(
             &mut session,
             &mut batch,
             &mut converter,
@@ -359,12 +394,24 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
                     }
                 }
             },
+            interrupt,
         );
         if let Some(e) = capture_error {
             return Err(e).context("writing the capture file");
         }
-        if finished {
-            break;
+        unprocessed_records += pumped.unprocessed as u64;
+        behind = pumped.drained.more || pumped.unprocessed > 0;
+        if let Some(until) = final_drain_until {
+            if !behind {
+                break;
+            }
+            if Instant::now() >= until {
+                tracing::warn!(
+                    "stopped with records still in the ring buffers after {FINAL_DRAIN:?} of \
+                     draining; they are not in the profile"
+                );
+                break;
+            }
         }
     }
     let duration_ns = started.elapsed().as_nanos() as u64;
@@ -379,8 +426,17 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
     // Binaries still being parsed may still name this recording's frames.
     converter.table.settle(END_LOADS);
     let stats = converter.stats;
-    let processes_seen = converter.table.stats.processes_seen;
     let agg = converter.take_aggregate();
+    let sampled = Sampled {
+        samples: agg.total_samples,
+        processes_seen: converter.table.stats.processes_seen,
+        duration: Duration::from_nanos(duration_ns),
+        frequency_hz: opts.frequency_hz,
+        lost_records: agg.lost_samples,
+        unprocessed_records,
+        kernel_stacks: session.kernel_stacks(),
+    };
+    on_sampled(&sampled);
     let mut symbolizer = Symbolizer::new();
     // Each parsed file holds a descriptor: a share of the limit, as the
     // process table's binaries get.
@@ -410,8 +466,7 @@ pub fn record(opts: &RecordOptions, stop: Arc<AtomicBool>) -> Result<Recording> 
     Ok(Recording {
         report,
         stats,
-        kernel_stacks: session.kernel_stacks(),
+        sampled,
         child_status,
-        processes_seen,
     })
 }

@@ -68,13 +68,6 @@ impl Drop for Agent {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// One HTTP/1.0 GET; status, lower-cased head and body.
 fn get(port: u16, path: &str, timeout: Duration) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut c = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
@@ -104,17 +97,6 @@ fn metric(text: &str, name: &str) -> u64 {
         .filter_map(|(_, v)| v.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// RSS and the page history's estimated size now, in MiB, for the log.

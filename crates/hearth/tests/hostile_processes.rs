@@ -19,18 +19,6 @@ const ANON_BUDGET_KIB: u64 = 192 * 1024;
 /// All resident memory, file pages of the binaries it reads included.
 const RSS_BUDGET_KIB: u64 = 384 * 1024;
 
-/// Resident anonymous memory of a process, in KiB.
-fn rss_anon_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("RssAnon:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// `GET path` on loopback; the status line's code and how long it took.
 fn get(port: u16, path: &str, timeout: Duration) -> (Option<u16>, Duration) {
     let started = Instant::now();
@@ -175,7 +163,7 @@ fn watch_agent(agent: &Agent, hostile: impl FnOnce() -> Child) -> (Watch, std::p
             failed_health += 1;
         }
         peak_rss_kib = peak_rss_kib.max(rss_kib(agent.pid()));
-        peak_anon_kib = peak_anon_kib.max(rss_anon_kib(agent.pid()));
+        peak_anon_kib = peak_anon_kib.max(status_kib(agent.pid(), "RssAnon:"));
         peak_descriptors = peak_descriptors.max(agent.open_descriptors());
         if hostile.try_wait().expect("wait").is_some() {
             break;

@@ -152,19 +152,6 @@ impl Drop for Agent {
     }
 }
 
-/// A metric's value from the agent's /metrics endpoint.
-fn metric(port: u16, name: &str) -> Option<f64> {
-    use std::io::Write;
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    conn.read_to_string(&mut body).ok()?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 /// Acceptance point 4 of issue 9 against the real agent: started with the
 /// API server down for 5 minutes (`HEARTH_K8S_OUTAGE_SECS` shortens it for
 /// a quick local run), then back. At the agent's default log level: one

@@ -306,15 +306,6 @@ fn clock_ticks_per_second() -> f64 {
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
-/// Starts a workload in the background for `secs` seconds.
-fn spawn_workload(path: &Path, secs: &str) -> std::process::Child {
-    let child =
-        spawn_copied(Command::new(path).arg(secs).stdout(Stdio::null())).expect("start workload");
-    // Let it reach its main loop.
-    std::thread::sleep(Duration::from_millis(200));
-    child
-}
-
 #[test]
 fn whole_machine_mode_sees_a_running_workload() {
     if !require_root_perf("whole_machine_mode_sees_a_running_workload") {
@@ -616,4 +607,206 @@ fn unprivileged_command_recording_works_with_user_stacks() {
         table.contains("leaf_seventy") && table.contains("leaf_thirty"),
         "{table}"
     );
+}
+
+/// Regression (non-UTF-8 maps path): one mapped path that is not UTF-8
+/// made `/proc/<pid>/maps` unreadable as text, so the process lost all
+/// its stacks (and could hide that way). Here the executable itself lives
+/// under such a path, and its functions must still be named.
+#[test]
+fn non_utf8_mapped_path_does_not_hide_a_process() {
+    if !require_root_perf("non_utf8_mapped_path_does_not_hide_a_process") {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("nonutf8");
+    let odd = dir.0.join(std::ffi::OsStr::from_bytes(b"odd-\xff\xfe-dir"));
+    std::fs::create_dir(&odd).expect("mkdir with a non-UTF-8 name");
+    let bin = odd.join("split_odd");
+    std::fs::copy(workload("split_c"), &bin).expect("copy workload");
+    let child = KillOnDrop(spawn_workload(&bin, "6"));
+    let pid = child.0.id();
+    let maps = std::fs::read(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(
+        std::str::from_utf8(&maps).is_err(),
+        "the test needs a maps file that is not UTF-8"
+    );
+    let folded = dir.path("o.folded");
+    let out = run(Command::new(hearth())
+        .args([
+            "record",
+            "-d",
+            "2",
+            "-F",
+            "199",
+            "--pid",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(&folded));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stacks = read_folded(&folded);
+    let total: u64 = stacks.iter().map(|s| s.count).sum();
+    let named: u64 = stacks
+        .iter()
+        .filter(|s| {
+            ["main", "run_rounds", "leaf_seventy"]
+                .iter()
+                .all(|f| s.frames.iter().any(|fr| fr == f))
+        })
+        .map(|s| s.count)
+        .sum();
+    eprintln!("non-UTF-8 path: {named} of {total} samples reach leaf_seventy from main");
+    assert!(total >= 100, "only {total} samples");
+    assert!(
+        named * 2 >= total,
+        "only {named} of {total} samples name the workload's functions: {stacks:?}"
+    );
+}
+
+/// Regression (exit status): a command killed by a signal made Hearth
+/// exit 129 whatever the signal; shells report 128 plus its number.
+#[test]
+fn command_killed_by_a_signal_exits_128_plus_the_signal() {
+    if !require_perf("command_killed_by_a_signal_exits_128_plus_the_signal") {
+        return;
+    }
+    for (signal, code) in [("KILL", 137), ("TERM", 143), ("SEGV", 139), ("ABRT", 134)] {
+        let out = run(Command::new(hearth()).args([
+            "record",
+            "-F",
+            "49",
+            "--top",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            &format!("kill -{signal} $$"),
+        ]));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "SIG{signal}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// Regression (unwritable output): an output that cannot be written
+/// failed only after the whole recording. It must fail at once, before
+/// sampling, naming the path, and leave nothing behind for the others.
+#[test]
+fn unwritable_output_fails_before_recording() {
+    let dir = TempDir::new("unwritable");
+    let fine = dir.path("fine.folded");
+    let missing_dir = dir.path("no/such/dir/p.svg");
+    let mut cases = vec![missing_dir];
+    // Root writes through permission bits: a read-only file system stops it.
+    let _ro = is_root().then(|| {
+        let ro = Tmpfs::mount(dir.path("ro"), "ro,size=64k");
+        cases.push(ro.dir.join("p.svg"));
+        ro
+    });
+    for bad in cases {
+        let started = std::time::Instant::now();
+        let out = run(Command::new(hearth())
+            .args(["record", "-d", "60", "-o"])
+            .arg(&fine)
+            .arg("-o")
+            .arg(&bad));
+        let took = started.elapsed();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(took < Duration::from_secs(5), "failed only after {took:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&bad.display().to_string()) && err.contains("cannot write"),
+            "{err}"
+        );
+        assert!(!err.contains("samples"), "it recorded first: {err}");
+        let left: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != "no" && n != "ro")
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+/// Regression (full disk): a write error left a truncated output and the
+/// outputs after it were never written. Now the failed one leaves nothing,
+/// the others are written, and the exit status says which one failed.
+#[test]
+fn full_disk_leaves_no_truncated_output_and_writes_the_others() {
+    if !require_root_perf("full_disk_leaves_no_truncated_output_and_writes_the_others") {
+        return;
+    }
+    let dir = TempDir::new("fulldisk");
+    let small = Tmpfs::mount(dir.path("small"), "size=64k");
+    // Fill it up to its last few KiB: room to claim the output, none for
+    // a flame graph.
+    let filler = small.dir.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    let chunk = [0u8; 4096];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let size = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(size - 8192)
+        .unwrap();
+    let svg = small.dir.join("p.svg");
+    let folded = dir.path("p.folded");
+    let out = run(Command::new(hearth())
+        .args(["record", "-F", "199", "-o"])
+        .arg(&svg)
+        .arg("-o")
+        .arg(&folded)
+        .arg("--")
+        .arg(workload("split_c"))
+        .arg("1"));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("hearth: error: writing")
+            && l.contains(&svg.display().to_string())
+            && l.contains("No space left")),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&small.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("filler")], "{err}");
+    assert!(
+        read_folded(&folded)
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f == "leaf_seventy")),
+        "the other output was not written: {err}"
+    );
+}
+
+/// Regression: "process N does not exist" was printed for a process that
+/// exists but Hearth may not read. Run as nobody against pid 1.
+#[test]
+fn unreadable_process_is_not_reported_as_missing() {
+    if !is_root() {
+        skip_or_fail(
+            "unreadable_process_is_not_reported_as_missing",
+            "needs root to become nobody",
+        );
+        return;
+    }
+    let out = as_nobody(&["record", "-d", "1", "--pid", "1"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+    for needed in ["not permitted to read process 1", "root", "CAP_SYS_PTRACE"] {
+        assert!(err.contains(needed), "{needed:?} missing: {err}");
+    }
 }

@@ -516,7 +516,7 @@
       o.timeline.length
         ? 'updated ' + clock(o.newest_ms) + ' · ' + o.frequency_hz + ' Hz · ' + kept + ' s of ' + Math.round(o.retention_s / 60)
           + ' min kept · ' + (o.history_bytes / 1048576).toFixed(1) + ' MiB'
-          + (o.lost_samples ? ' · ' + o.lost_samples + ' samples lost' : '')
+          + (o.lost_samples ? ' · ' + o.lost_samples + ' records lost' : '')
         : 'waiting for the first window…',
     );
     renderRows();

@@ -12,7 +12,7 @@ use hearth_sampler::{Session, SessionConfig, Target};
 
 use super::metrics::AgentMetrics;
 use super::AgentOptions;
-use crate::batch::{pump, Batch};
+use crate::batch::{pump, Batch, FINAL_DRAIN};
 use crate::converter::{Converter, PidFilter};
 
 /// How long start-up waits for the binaries of the processes already
@@ -78,13 +78,42 @@ pub fn run(
     let mut window_start_unix = now_unix_ns();
     let mut window_len = jittered(opts.interval, opts.jitter, &mut seed);
     let mut last_stats = converter.stats;
+    // Whether the last drain left records in the rings: then there is no
+    // waiting (a full ring may wake no one again).
+    let mut behind = false;
     loop {
-        session.wait(Duration::from_millis(50));
+        if !behind {
+            session.wait(Duration::from_millis(50));
+        }
         let stopping = stop.load(Ordering::Relaxed);
         if stopping {
             let _ = session.disable();
+            // What the rings still hold goes into the last window, for as
+            // long as FINAL_DRAIN allows.
+            let until = Instant::now() + FINAL_DRAIN;
+            let past = || Instant::now() >= until;
+            while pump(
+                &mut session,
+                &mut batch,
+                &mut converter,
+                |_, _, _, _| {},
+                past,
+            )
+            .drained
+            .more
+                && !past()
+            {}
+        } else {
+            let stopped = || stop.load(Ordering::Relaxed);
+            let pumped = pump(
+                &mut session,
+                &mut batch,
+                &mut converter,
+                |_, _, _, _| {},
+                stopped,
+            );
+            behind = pumped.drained.more || pumped.unprocessed > 0;
         }
-        pump(&mut session, &mut batch, &mut converter, |_, _, _, _| {});
         metrics.heartbeat();
         let stats = converter.stats;
         metrics.add_samples(

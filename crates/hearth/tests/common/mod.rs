@@ -141,6 +141,15 @@ pub fn spawn_copied(cmd: &mut Command) -> std::io::Result<Child> {
     }
 }
 
+/// Starts a workload in the background for `secs` seconds.
+pub fn spawn_workload(path: &Path, secs: &str) -> std::process::Child {
+    let child =
+        spawn_copied(Command::new(path).arg(secs).stdout(Stdio::null())).expect("start workload");
+    // Let it reach its main loop.
+    std::thread::sleep(Duration::from_millis(200));
+    child
+}
+
 /// A child process that is killed and reaped when this goes out of scope,
 /// a failing assertion included, so that no busy helper outlives its test.
 pub struct KillOnDrop(pub Child);
@@ -271,14 +280,177 @@ pub fn metric(port: u16, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Resident memory of a process, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
+/// A `kB` figure of `/proc/<pid>/status` (`key` with its colon, such as
+/// `"RssAnon:"`); 0 if the process is gone.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// How a child ended, with what the kernel accounted to it.
+pub struct Finished {
+    /// The raw wait status (see `libc::WIFEXITED` and friends).
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Each line of stderr with when it arrived, since the spawn.
+    pub stderr_lines: Vec<(Duration, String)>,
+    /// Peak resident set size of the child (`ru_maxrss`), in KiB.
+    pub max_rss_kib: u64,
+    pub wall: Duration,
+    /// Set when the child had to be killed at the time limit.
+    pub timed_out: bool,
+}
+
+impl Finished {
+    pub fn exit_code(&self) -> Option<i32> {
+        libc::WIFEXITED(self.status).then(|| libc::WEXITSTATUS(self.status))
+    }
+}
+
+/// A child reaped with `wait4`, for its resource use: killed (and reaped)
+/// on drop if still running, so that no pid is ever signalled after reuse.
+pub struct Reaped {
+    child: Option<Child>,
+    pub started: std::time::Instant,
+    out: Option<std::thread::JoinHandle<Vec<(Duration, String)>>>,
+    err: Option<std::thread::JoinHandle<Vec<(Duration, String)>>>,
+}
+
+impl Reaped {
+    /// Spawns `cmd` with stdout and stderr captured.
+    pub fn spawn(cmd: &mut Command) -> Reaped {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let started = std::time::Instant::now();
+        let reader = |r: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut lines = Vec::new();
+                let mut r = std::io::BufReader::new(r);
+                let mut line = Vec::new();
+                while std::io::BufRead::read_until(&mut r, b'\n', &mut line).unwrap_or(0) > 0 {
+                    lines.push((
+                        started.elapsed(),
+                        String::from_utf8_lossy(&line).into_owned(),
+                    ));
+                    line.clear();
+                }
+                lines
+            })
+        };
+        let out = child.stdout.take().map(|o| reader(Box::new(o)));
+        let err = child.stderr.take().map(|e| reader(Box::new(e)));
+        Reaped {
+            child: Some(child),
+            started,
+            out,
+            err,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Sends `signal` to the child, which has not been reaped yet.
+    pub fn signal(&self, signal: i32) {
+        if self.child.is_some() {
+            // SAFETY: kill with a pid this process has not reaped yet.
+            unsafe { libc::kill(self.pid(), signal) };
+        }
+    }
+
+    /// Waits for the child for at most `limit`; kills it at the limit.
+    pub fn wait(mut self, limit: Duration) -> Finished {
+        let pid = self.pid();
+        let mut status = 0;
+        // SAFETY: rusage is plain data, filled in by wait4.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let mut timed_out = false;
+        loop {
+            // SAFETY: valid pointers to a status and a rusage.
+            let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+            if rc == pid {
+                break;
+            }
+            assert!(rc == 0, "wait4: {}", std::io::Error::last_os_error());
+            if self.started.elapsed() >= limit && !timed_out {
+                timed_out = true;
+                // SAFETY: the child is not reaped yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let wall = self.started.elapsed();
+        // Reaped: the Child must neither be killed nor waited for again.
+        self.child.take();
+        let join = |h: Option<std::thread::JoinHandle<Vec<(Duration, String)>>>| {
+            h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+        };
+        let concat = |lines: &[(Duration, String)]| -> String {
+            lines.iter().map(|(_, l)| l.as_str()).collect()
+        };
+        let stdout = concat(&join(self.out.take()));
+        let stderr_lines = join(self.err.take());
+        let stderr = concat(&stderr_lines);
+        assert!(!stderr.contains("panicked"), "a panic:\n{stderr}");
+        Finished {
+            status,
+            stdout,
+            stderr,
+            stderr_lines,
+            max_rss_kib: usage.ru_maxrss as u64,
+            wall,
+            timed_out,
+        }
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A tmpfs mounted for a test (root only), unmounted on drop.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs with `options` (e.g. `size=64k`) on a new directory.
+    pub fn mount(dir: PathBuf, options: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "hearth-test"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -t tmpfs -o {options} failed");
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }

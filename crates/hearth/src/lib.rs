@@ -9,6 +9,7 @@
 //! * [`outputs`]: `hearth record`'s output files, claimed before recording
 //!   and put in place only when complete.
 //! * [`recorder`]: the `hearth record` engine (targets, stop conditions).
+//! * [`sched`]: the sampling thread's CPU weight.
 //! * [`log_filter`]: the binary's tracing filter (client libraries quiet).
 
 pub mod agent;
@@ -19,3 +20,4 @@ pub mod enrich;
 pub mod log_filter;
 pub mod outputs;
 pub mod recorder;
+pub mod sched;

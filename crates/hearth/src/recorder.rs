@@ -327,6 +327,7 @@ pub fn record(
 
     let start_unix_ns = now_unix_ns();
     let started = Instant::now();
+    crate::sched::raise_sampling_thread();
     session.enable().context("enabling the sampling events")?;
     if let (Some(c), RecordTarget::Command(argv)) = (&mut child, &opts.target) {
         c.release(&argv[0])?;

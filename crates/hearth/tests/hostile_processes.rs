@@ -465,3 +465,129 @@ fn binary_on_a_hung_fuse_mount_does_not_stall_sampling() {
         .sum();
     assert!(app_samples > 100, "{app_samples} samples of the program");
 }
+
+/// Runs `program` as a hostile case: the agent and a recording beside it,
+/// the usual checks, and the recording must show `frame`.
+fn case_with_recording(case: &str, program: impl FnOnce() -> Child, record_s: u32, frame: &str) {
+    let _one = exclusive();
+    let _load = steady_load();
+    let agent = Agent::start();
+    let dir = TempDir::new("case");
+    let record_out = dir.path("machine.folded");
+    let mut record = None;
+    let (w, out) = watch_agent(&agent, || {
+        record = Some(start_record(record_s, &record_out));
+        program()
+    });
+    assert!(
+        out.status.success(),
+        "{case}: the program failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    eprintln!("{case}: program said {}", text(&out.stdout).trim());
+    check_agent(case, &w);
+    agent.stop();
+    let record = record.expect("record started");
+    let out = record.wait_with_output().expect("record output");
+    assert!(
+        out.status.success(),
+        "{case}: record exit {:?}:\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    let stacks = read_folded(&record_out);
+    let hits: u64 = stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f == frame))
+        .map(|s| s.count)
+        .sum();
+    eprintln!("{case}: {hits} recorded samples hold {frame}");
+    assert!(hits > 0, "{case}: the recording has no {frame} frame");
+}
+
+/// One process with 5,000 threads, every one of them waking and spinning.
+#[test]
+fn five_thousand_threads_in_one_process() {
+    let case = "five_thousand_threads_in_one_process";
+    if !require_root_perf(case) {
+        return;
+    }
+    case_with_recording(
+        case,
+        || {
+            Command::new(workload("threads"))
+                .args(["5000", "8"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start threads")
+        },
+        10,
+        "threads_spin",
+    );
+}
+
+/// Thousands of execs a second: each brings mmap, comm, fork and exit
+/// records and new processes to look up.
+#[test]
+fn exec_storm() {
+    let case = "exec_storm";
+    if !require_root_perf(case) {
+        return;
+    }
+    case_with_recording(
+        case,
+        || {
+            Command::new(workload("execstorm"))
+                .arg("8")
+                .arg(workload("shortlived"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start execstorm")
+        },
+        10,
+        "short_leaf",
+    );
+}
+
+/// A process in pid and mount namespaces of its own, running a binary that
+/// exists only inside its mount namespace (a private tmpfs): reached only
+/// through /proc/<pid>/map_files or /proc/<pid>/root, named all the same.
+#[test]
+fn process_in_its_own_pid_and_mount_namespace() {
+    let case = "process_in_its_own_pid_and_mount_namespace";
+    if !require_root_perf(case) {
+        return;
+    }
+    if Command::new("unshare")
+        .args(["--pid", "--mount", "--fork", "true"])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        skip_or_fail(case, "unshare --pid --mount does not work here");
+        return;
+    }
+    let split = workload("split_c");
+    case_with_recording(
+        case,
+        || {
+            // Inside: a tmpfs over /mnt that only this namespace sees,
+            // a copy of the workload there, run as pid 1's child.
+            let script = format!(
+                "mount -t tmpfs none /mnt && cp '{}' /mnt/nsapp && exec /mnt/nsapp 8",
+                split.display()
+            );
+            Command::new("unshare")
+                .args(["--pid", "--mount", "--fork", "--propagation", "private"])
+                .args(["sh", "-c", &script])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start unshare")
+        },
+        10,
+        "leaf_seventy",
+    );
+}

@@ -19,6 +19,9 @@ build shortlived.c shortlived
 build spawner.c spawner
 build many.c many
 build memfds.c memfds
+build execstorm.c execstorm
+echo "  CC  threads.c -> $out/threads"
+"$CC" "${CFLAGS[@]}" -pthread -o "$out/threads" "$here/threads.c"
 # A FUSE file system that stops answering (libfuse3-dev).
 echo "  CC  hangfs.c -> $out/hangfs"
 # shellcheck disable=SC2046 # pkg-config prints several flags

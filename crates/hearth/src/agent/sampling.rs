@@ -63,6 +63,7 @@ pub fn run(
     table.scan_all();
     table.settle(STARTUP_LOADS);
     let mut converter = Converter::new(session.format(), table, PidFilter::All);
+    crate::sched::raise_sampling_thread();
     session.enable().context("enabling the sampling events")?;
     metrics.sampling_started();
     tracing::info!(

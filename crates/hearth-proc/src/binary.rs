@@ -47,7 +47,8 @@ pub fn open_file_limit() -> usize {
 
 /// The descriptors one kind of cache may keep open: an eighth of the
 /// process's limit, between 16 and 512. The binary cache and the
-/// symbolizer each get this much, which leaves most of a low limit (1024
+/// symbolizer (which counts parsed files by build id) each get this much,
+/// which leaves most of a low limit (1024
 /// in many containers) to the servers, perf events and everything else.
 pub fn descriptor_share() -> usize {
     (open_file_limit() / 8).clamp(16, 512)
@@ -129,15 +130,55 @@ pub struct UnwindSections {
 pub struct FileStamp {
     pub size: u64,
     pub mtime_ns: i128,
+    /// The status change time, which (unlike the modification time) no
+    /// process can set back: a rewrite that restores size and mtime still
+    /// moves it.
+    pub ctime_ns: i128,
 }
 
 impl FileStamp {
     fn of(meta: &std::fs::Metadata) -> Self {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         FileStamp {
             size: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
         }
     }
+}
+
+/// Largest file parsed. The whole file is mapped: without a cap, files
+/// grown to terabytes (a memfd costs nothing until written) would use up
+/// the address space. 4 GiB passes the largest debug builds.
+pub const MAX_BINARY_BYTES: u64 = 4 << 30;
+
+/// Closes descriptors away from the thread that drops the last reference
+/// to a binary (the sampling thread, usually): closing a file on FUSE asks
+/// its server, which may never answer.
+fn close_elsewhere(file: File) {
+    static CLOSER: std::sync::OnceLock<
+        Option<std::sync::Mutex<std::sync::mpsc::SyncSender<File>>>,
+    > = std::sync::OnceLock::new();
+    let closer = CLOSER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<File>(4096);
+        std::thread::Builder::new()
+            .name("hearth-closer".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .ok()
+            .map(|_| std::sync::Mutex::new(tx))
+    });
+    let file = match closer {
+        Some(tx) => match tx.lock().unwrap_or_else(|e| e.into_inner()).try_send(file) {
+            Ok(()) => return,
+            Err(
+                std::sync::mpsc::TrySendError::Full(f)
+                | std::sync::mpsc::TrySendError::Disconnected(f),
+            ) => f,
+        },
+        None => file,
+    };
+    // No closer thread, or thousands of closes waiting for it: close here.
+    drop(file);
 }
 
 /// A parsed ELF file. The bytes stay memory-mapped; sections are ranges.
@@ -173,6 +214,9 @@ pub struct Binary {
 
 impl Drop for Binary {
     fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            close_elsewhere(file);
+        }
         if let Some(budget) = self.slot.take() {
             budget.give_back();
         }
@@ -202,6 +246,15 @@ impl Binary {
         // Taken before mapping: a change after this point shows as a
         // different stamp, never as contents silently trusted.
         let stamp = FileStamp::of(&file.metadata().map_err(open_err)?);
+        if stamp.size > MAX_BINARY_BYTES {
+            return Err(LoadError::NotElf {
+                path: open_path.to_string(),
+                reason: format!(
+                    "{} bytes, over the {MAX_BINARY_BYTES}-byte limit",
+                    stamp.size
+                ),
+            });
+        }
         // SAFETY: the mapping is read-only. The file can still be truncated
         // or rewritten by its owner: every range below is checked against
         // the length at map time, reads of pages that vanished are turned
@@ -352,9 +405,11 @@ impl Binary {
                 .metadata()
                 .map(|m| FileStamp::of(&m) != stamp)
                 .unwrap_or(true),
+            // Hearth's own mapping no longer reaches the file (a page that
+            // vanished was replaced, splitting it): take it as changed.
             (None, Some(p)) => std::fs::metadata(p)
                 .map(|m| FileStamp::of(&m) != stamp)
-                .unwrap_or(false),
+                .unwrap_or(true),
             (None, None) => false,
         }
     }
@@ -448,9 +503,18 @@ pub fn open_candidates(
     let mut inode_mismatch = false;
     for (i, candidate) in candidates.iter().enumerate() {
         let host_view = i + 1 == candidates.len() && i > 0;
-        if let BinaryKey::Inode { inode, .. } = key {
+        if let BinaryKey::Inode {
+            major,
+            minor,
+            inode,
+        } = key
+        {
+            // The host view must be the very file: inode and device. The
+            // process's own views may show an overlay's device.
             let same = std::fs::metadata(candidate)
-                .map(|m| m.ino() == *inode)
+                .map(|m| {
+                    m.ino() == *inode && (!host_view || split_dev(m.dev()) == (*major, *minor))
+                })
                 .unwrap_or(false);
             if host_view && !same {
                 last_err = Some(LoadError::Open {
@@ -788,12 +852,20 @@ mod tests {
         };
         let candidates = vec!["/nonexistent/map_files/1-2".to_string(), exe.clone()];
         assert!(cache.get(&key, &exe.as_str().into(), &candidates).is_err());
-        // The right inode is accepted.
-        let ino = std::fs::metadata(&exe).unwrap().ino();
+        // The right inode on another device is not the mapped file either.
+        let meta = std::fs::metadata(&exe).unwrap();
+        let (major, minor) = split_dev(meta.dev());
         let key = BinaryKey::Inode {
-            major: 0,
-            minor: 0,
-            inode: ino,
+            major: major + 1,
+            minor,
+            inode: meta.ino(),
+        };
+        assert!(cache.get(&key, &exe.as_str().into(), &candidates).is_err());
+        // The right inode and device are accepted.
+        let key = BinaryKey::Inode {
+            major,
+            minor,
+            inode: meta.ino(),
         };
         assert!(cache.get(&key, &exe.as_str().into(), &candidates).is_ok());
     }

@@ -17,9 +17,12 @@
 //! handed to the handler that was there before (or the default action),
 //! so real faults still end the process as they would have.
 //!
-//! The zero page costs one page of memory until the mapping it replaced is
-//! unmapped: at most one page per page of file that vanished under a
-//! mapping Hearth still holds.
+//! Each replaced page splits Hearth's mapping of the file (one more entry
+//! against the kernel's per-process map count) until the binary is let
+//! go, which the change check does within a second. The handler answers
+//! any `BUS_ADRERR`, not only those in files of profiled processes: Hearth
+//! writes to no mapped file, so any other one would be its own files cut
+//! short, where a zero page fails as surely as the fault would.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -108,7 +111,22 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             return;
         }
     }
-    // Not a read past the end of a file: give the fault to whoever had it.
+    if code <= 0 {
+        // Sent by a process (kill, tgkill), not raised by an access: what
+        // the default action does with it, whoever handled it before (Rust's
+        // own handler would reset the action and drop the signal, silently
+        // removing this guard). It is blocked until this handler returns.
+        // SAFETY: all-zero is SIG_DFL with an empty mask; sigaction and
+        // raise are async-signal-safe.
+        unsafe {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+        return;
+    }
+    // Another fault of an access: give it to whoever had it.
     match PREVIOUS.get().copied() {
         Some(prev) if prev.sa_sigaction != libc::SIG_DFL && prev.sa_sigaction != libc::SIG_IGN => {
             if prev.sa_flags & libc::SA_SIGINFO != 0 {
@@ -127,16 +145,9 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             // SAFETY: all-zero is SIG_DFL with an empty mask.
             let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
             dfl.sa_sigaction = libc::SIG_DFL;
-            // SAFETY: restoring the default action; a faulting access runs
+            // SAFETY: restoring the default action; the faulting access runs
             // again on return and ends the process as it would have.
             unsafe { libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut()) };
-            if code <= 0 {
-                // Sent by a process (kill, tgkill), not raised by an access:
-                // nothing runs again, so deliver it anew to the default
-                // action (it is blocked until this handler returns).
-                // SAFETY: raise is async-signal-safe.
-                unsafe { libc::raise(sig) };
-            }
         }
     }
 }

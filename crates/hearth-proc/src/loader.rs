@@ -7,11 +7,13 @@
 //! happens here, on loader threads: the process table sends a request and
 //! goes on; results are applied when it next asks ([`Loader::poll`]).
 //!
-//! A load that takes longer than [`STALL`] marks its file system
-//! (device) unresponsive: later requests for files on it are refused at
-//! once, and a fresh loader thread takes over from the stuck one, up to
-//! [`MAX_THREADS`] threads in all, so one hung mount costs one thread and
-//! never the others' loads.
+//! A load (or change check) that takes longer than [`STALL`] marks its
+//! file system (device) unresponsive: the stalled request is answered as
+//! failed, later requests for files on that device are refused at once,
+//! and a fresh loader thread takes over from the stuck one. Each hung
+//! mount costs one thread, up to [`MAX_THREADS`] in all; past that, loads
+//! wait until a stuck thread comes back. A thread that comes back clears
+//! its device's mark (the file system answers again).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +26,7 @@ use crate::binary::{open_candidates, Binary, BinaryKey, DescriptorBudget, LoadEr
 /// How long one load may take before its file system counts as hung.
 pub const STALL: Duration = Duration::from_secs(2);
 /// Most loader threads at once, stuck ones included.
-pub const MAX_THREADS: usize = 4;
+pub const MAX_THREADS: usize = 8;
 /// Requests waiting for a loader thread; past this, requests are refused
 /// (and made again later by the process table).
 pub const QUEUE: usize = 4096;
@@ -53,12 +55,41 @@ pub enum Outcome {
 /// What one loader thread is doing, for the stall watch.
 #[derive(Default)]
 struct ThreadState {
-    /// Milliseconds since the loader started when the current request
-    /// began, plus one; 0 while idle.
+    /// Milliseconds since the loader started when the current file
+    /// operation began, plus one; 0 while idle.
     busy_since: AtomicU64,
-    /// Device of the current request, `major << 32 | minor`.
+    /// Device of the current file, `major << 32 | minor`, plus one; 0 when
+    /// unknown (a file known by path only).
     device: AtomicU64,
     stuck: AtomicBool,
+    /// The request being served, so that a stall can be answered for it.
+    current: Mutex<Option<Current>>,
+}
+
+#[derive(Clone)]
+enum Current {
+    Load { key: BinaryKey, path: Arc<str> },
+    Check,
+}
+
+impl ThreadState {
+    fn begin(&self, shared: &Shared, device: Option<u64>) {
+        self.device
+            .store(device.map_or(0, |d| d + 1), Ordering::Release);
+        self.busy_since
+            .store(elapsed_ms(shared) + 1, Ordering::Release);
+    }
+
+    /// The file operation ended; if it had been taken for stuck, its
+    /// device answers again.
+    fn end(&self, shared: &Shared) {
+        self.busy_since.store(0, Ordering::Release);
+        if self.stuck.swap(false, Ordering::AcqRel) {
+            if let Some(d) = self.device.load(Ordering::Acquire).checked_sub(1) {
+                lock(&shared.unresponsive).remove(&d);
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -100,6 +131,8 @@ pub struct Loader {
     check_pending: bool,
     /// Paths of loads that stalled since the last [`Loader::take_stalled`].
     stalled: Vec<String>,
+    /// Failures made up for stalled loads, handed out by the next poll.
+    stalled_outcomes: Vec<Outcome>,
     pub stats: LoaderStats,
 }
 
@@ -123,6 +156,7 @@ impl Loader {
             threads: Vec::new(),
             check_pending: false,
             stalled: Vec::new(),
+            stalled_outcomes: Vec::new(),
             stats: LoaderStats::default(),
         };
         loader.spawn()?;
@@ -172,7 +206,7 @@ impl Loader {
     /// thread. Never blocks.
     pub fn poll(&mut self) -> Vec<Outcome> {
         self.watch_stalls();
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.stalled_outcomes);
         while let Ok(o) = self.outcomes.try_recv() {
             if matches!(o, Outcome::Changed(_)) {
                 self.check_pending = false;
@@ -208,6 +242,17 @@ impl Loader {
         self.threads.len()
     }
 
+    /// Whether a change check is under way (a new one would be dropped).
+    pub fn check_pending(&self) -> bool {
+        self.check_pending
+    }
+
+    /// Whether `key`'s file system is marked unresponsive: its files are
+    /// not to be opened, by the symbolizer either.
+    pub fn is_unresponsive(&self, key: &BinaryKey) -> bool {
+        device_of(key).is_some_and(|d| lock(&self.shared.unresponsive).contains(&d))
+    }
+
     fn watch_stalls(&mut self) {
         let now = elapsed_ms(&self.shared);
         for t in &self.threads {
@@ -218,10 +263,34 @@ impl Loader {
             }
             if !t.stuck.swap(true, Ordering::AcqRel) {
                 self.stats.stalls += 1;
-                let device = t.device.load(Ordering::Acquire);
-                lock(&self.shared.unresponsive).insert(device);
-                self.stalled
-                    .push(format!("device {}:{}", device >> 32, device & 0xffff_ffff));
+                let what = match t.device.load(Ordering::Acquire).checked_sub(1) {
+                    Some(device) => {
+                        lock(&self.shared.unresponsive).insert(device);
+                        format!("device {}:{}", device >> 32, device & 0xffff_ffff)
+                    }
+                    None => "a file known by path only".to_string(),
+                };
+                // Answer the stalled request now: its key must not stay
+                // pending (and counted) for as long as the thread is stuck.
+                match lock(&t.current).clone() {
+                    Some(Current::Load { key, path }) => {
+                        self.stalled.push(format!("{what} ({path})"));
+                        self.stalled_outcomes.push(Outcome::Loaded {
+                            key,
+                            opened: Box::new(Opened {
+                                result: Err(LoadError::Unresponsive {
+                                    path: path.to_string(),
+                                }),
+                                inode_mismatch: false,
+                            }),
+                        });
+                    }
+                    Some(Current::Check) => {
+                        self.stalled.push(what);
+                        self.check_pending = false;
+                    }
+                    None => self.stalled.push(what),
+                }
             }
         }
         // Threads that came back are no longer stuck; count the live ones.
@@ -272,27 +341,36 @@ fn run(shared: &Shared, state: &ThreadState) {
                         }),
                     }
                 } else {
-                    state.device.store(device.unwrap_or(0), Ordering::Release);
-                    state
-                        .busy_since
-                        .store(elapsed_ms(shared) + 1, Ordering::Release);
+                    *lock(&state.current) = Some(Current::Load {
+                        key: key.clone(),
+                        path: path.clone(),
+                    });
+                    state.begin(shared, device);
                     let opened =
                         Box::new(open_candidates(&key, &path, &candidates, &shared.budget));
-                    state.busy_since.store(0, Ordering::Release);
-                    state.stuck.store(false, Ordering::Release);
+                    state.end(shared);
                     Outcome::Loaded { key, opened }
                 }
             }
             Request::Check(binaries) => {
-                state
-                    .busy_since
-                    .store(elapsed_ms(shared) + 1, Ordering::Release);
-                let changed = binaries.into_iter().filter(|(_, b)| b.changed()).collect();
-                state.busy_since.store(0, Ordering::Release);
-                state.stuck.store(false, Ordering::Release);
+                *lock(&state.current) = Some(Current::Check);
+                let mut changed = Vec::new();
+                for (key, b) in binaries {
+                    let device = device_of(&key);
+                    if device.is_some_and(|d| lock(&shared.unresponsive).contains(&d)) {
+                        continue;
+                    }
+                    state.begin(shared, device);
+                    let moved = b.changed();
+                    state.end(shared);
+                    if moved {
+                        changed.push((key, b));
+                    }
+                }
                 Outcome::Changed(changed)
             }
         };
+        *lock(&state.current) = None;
         if shared.outcomes.send(outcome).is_err() {
             return;
         }

@@ -262,7 +262,9 @@ impl ProcessTable {
             return;
         }
         let path: Arc<str> = m.path.into();
-        let (key, binary) = if m.path.starts_with('/') {
+        // The kernel names anonymous shared executable memory `//anon`.
+        let file = m.path.starts_with('/') && !m.path.starts_with("//anon");
+        let (key, binary) = if file {
             let key = if m.inode != 0 {
                 BinaryKey::Inode {
                     major: m.major,
@@ -315,6 +317,12 @@ impl ProcessTable {
             .as_mut()
             .map(|l| l.take_stalled())
             .unwrap_or_default()
+    }
+
+    /// Whether the file system of `key` stopped answering (see
+    /// [`Loader::is_unresponsive`]); never without a loader.
+    pub fn is_unresponsive(&self, key: &BinaryKey) -> bool {
+        self.loader.as_ref().is_some_and(|l| l.is_unresponsive(key))
     }
 
     /// Loads asked for and not answered yet.
@@ -491,7 +499,9 @@ impl ProcessTable {
         if let Some(loader) = &mut self.loader {
             // Checked on a loader thread (an fstat can hang too); what
             // changed is let go and loaded again by `apply_loaded`.
-            loader.check(self.binaries.loaded());
+            if !loader.check_pending() {
+                loader.check(self.binaries.loaded());
+            }
             return 0;
         }
         let changed = self.binaries.take_changed();
@@ -577,10 +587,17 @@ impl ProcessTable {
                 c.threads.clear();
                 c.threads.insert(tid, c.name.clone());
                 c.exited_at = None;
-                c.generation += 1;
+                // Above any earlier process of this pid (its exit may have
+                // been lost), so unwinders never reuse its tables.
+                let old = self.procs.get(&pid).map_or(0, |o| o.generation);
+                c.generation = c.generation.max(old) + 1;
                 c
             }
-            None => Process::new(pid, Arc::from("")),
+            None => {
+                let mut p = Process::new(pid, Arc::from(""));
+                p.generation = self.procs.get(&pid).map_or(0, |o| o.generation + 1);
+                p
+            }
         };
         self.stats.processes_seen += 1;
         self.procs.insert(pid, child);

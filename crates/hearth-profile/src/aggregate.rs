@@ -70,13 +70,24 @@ impl Aggregate {
         id
     }
 
+    /// Registers a binary that must not share its id with an equal
+    /// description (two files not parsed yet, known by the same path, may be
+    /// different files: each gets its own id and, later, its own info).
+    pub fn binary_unshared(&mut self, info: BinaryInfo) -> BinaryId {
+        let id = BinaryId(self.binaries.len() as u32);
+        self.binaries.push(info);
+        id
+    }
+
     /// Replaces what is known of a binary (its file was parsed after
     /// frames of it were counted).
     pub fn set_binary_info(&mut self, id: BinaryId, info: BinaryInfo) {
         let Some(slot) = self.binaries.get_mut(id.0 as usize) else {
             return;
         };
-        self.binary_index.remove(slot);
+        if self.binary_index.get(slot) == Some(&id) {
+            self.binary_index.remove(slot);
+        }
         *slot = info.clone();
         self.binary_index.entry(info).or_insert(id);
     }

@@ -41,9 +41,9 @@ enum FileKey {
 
 fn file_key(info: &BinaryInfo) -> FileKey {
     match (&info.build_id, &info.open_path) {
-        (Some(id), _) => FileKey::BuildId(id.clone()),
+        (_, None) => FileKey::Unopened(info.path.clone()),
+        (Some(id), Some(_)) => FileKey::BuildId(id.clone()),
         (None, Some(_)) => FileKey::Path(info.path.clone()),
-        (None, None) => FileKey::Unopened(info.path.clone()),
     }
 }
 

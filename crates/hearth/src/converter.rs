@@ -91,10 +91,12 @@ pub struct Converter {
     changed_files_log: ChangedFilesLog,
 }
 
-fn binary_info(b: &hearth_proc::Binary) -> BinaryInfo {
+/// What the symbolizer gets of a parsed binary; `open` false (its file
+/// system stopped answering) keeps it from opening the file at all.
+fn binary_info(b: &hearth_proc::Binary, open: bool) -> BinaryInfo {
     BinaryInfo {
         path: b.path.clone(),
-        open_path: Some(b.fd_path().into()),
+        open_path: open.then(|| b.fd_path().into()),
         build_id: b.build_id.clone(),
     }
 }
@@ -214,7 +216,8 @@ impl Converter {
         self.poll_loads();
         for (key, id) in self.unparsed_ids.drain() {
             if let Some(Ok(b)) = self.table.binaries.lookup(&key) {
-                self.agg.set_binary_info(id, binary_info(&b));
+                let open = !self.table.is_unresponsive(&key);
+                self.agg.set_binary_info(id, binary_info(&b, open));
                 self.agg.keep_alive.0.push(b);
             }
         }
@@ -442,7 +445,11 @@ impl Converter {
                                 // is symbolized, even if every process that
                                 // maps it exits and the table forgets it.
                                 self.agg.keep_alive.0.push(b.clone());
-                                self.agg.binary(binary_info(b))
+                                let open = !m
+                                    .key
+                                    .as_ref()
+                                    .is_some_and(|k| self.table.is_unresponsive(k));
+                                self.agg.binary(binary_info(b, open))
                             }),
                         None => {
                             let info = || BinaryInfo {
@@ -456,7 +463,7 @@ impl Converter {
                                     *self
                                         .unparsed_ids
                                         .entry(key.clone())
-                                        .or_insert_with(|| self.agg.binary(info()))
+                                        .or_insert_with(|| self.agg.binary_unshared(info()))
                                 }
                                 None => *self
                                     .path_ids

@@ -9,7 +9,7 @@
 //! * [`outputs`]: `hearth record`'s output files, claimed before recording
 //!   and put in place only when complete.
 //! * [`recorder`]: the `hearth record` engine (targets, stop conditions).
-//! * [`sched`]: the sampling thread's CPU weight.
+//! * [`sched`]: the CPU weight of the sampling and I/O threads.
 //! * [`log_filter`]: the binary's tracing filter (client libraries quiet).
 
 pub mod agent;

@@ -233,10 +233,10 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Records until the target ends, `duration` passes, or `stop` is set.
 /// How long the end of a recording waits for binaries still being parsed.
 const END_LOADS: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Records until the target ends, `duration` passes, or `stop` is set.
 /// `on_sampled` learns what was sampled the moment sampling stops, before
 /// the (longer) symbolization.
 pub fn record(
@@ -278,6 +278,9 @@ pub fn record(
 
     let mut table = ProcessTable::new();
     // As the agent: binaries are opened on loader threads.
+    // The command was forked already (it keeps the default weight); the
+    // loader threads started next inherit this thread's.
+    crate::sched::raise_current_thread();
     table.use_loader().context("starting the binary loader")?;
     match &opts.target {
         RecordTarget::System => table.scan_all(),
@@ -327,7 +330,6 @@ pub fn record(
 
     let start_unix_ns = now_unix_ns();
     let started = Instant::now();
-    crate::sched::raise_sampling_thread();
     session.enable().context("enabling the sampling events")?;
     if let (Some(c), RecordTarget::Command(argv)) = (&mut child, &opts.target) {
         c.release(&argv[0])?;

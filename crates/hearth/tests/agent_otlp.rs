@@ -382,7 +382,12 @@ fn collector_gone_for_five_minutes_then_back() {
     let during = std::fs::read_to_string(&log_path).unwrap_or_default();
     let back = Receiver::start_on(&python, &dir, grpc, free_port(), "after.jsonl");
     let returned = Instant::now();
-    std::thread::sleep(Duration::from_secs(20));
+    // The next retry comes within the backoff's cap (30 s, +50% jitter):
+    // wait for it rather than a fixed time that jitter can outlast.
+    while back.requests().is_empty() && returned.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(3));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     assert!(agent.wait().expect("agent").success());

@@ -31,6 +31,9 @@ use hearth_profile::Report;
 
 use crate::recorder::KubernetesOptions;
 
+/// Worker threads of the I/O runtime (servers, exports, the watch).
+const IO_WORKERS: usize = 1;
+
 /// Where finished reports go.
 pub trait ReportSink: Send {
     fn name(&self) -> &'static str;
@@ -96,12 +99,24 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let metrics = Arc::new(metrics::AgentMetrics::new());
+    // Its worker answers /healthz: a crowded node must not delay it. The
+    // workers start first, at build; threads started later are the
+    // blocking pool's (page queries), which keep the default weight.
+    let threads_started = std::sync::atomic::AtomicUsize::new(0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(IO_WORKERS)
+        .on_thread_start(move || {
+            if threads_started.fetch_add(1, Ordering::Relaxed) < IO_WORKERS {
+                crate::sched::raise_current_thread();
+            } else {
+                crate::sched::reset_current_thread();
+            }
+        })
         .thread_name("hearth-io")
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
+
     if let Some(addr) = opts.metrics_listen {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))

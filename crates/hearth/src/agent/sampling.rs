@@ -59,11 +59,12 @@ pub fn run(
     let mut table = ProcessTable::new();
     // Binaries are opened on loader threads: a file on a hung mount must
     // not stall this thread. The first ones get a few seconds to arrive.
+    // The loader threads started next inherit this thread's weight.
+    crate::sched::raise_current_thread();
     table.use_loader().context("starting the binary loader")?;
     table.scan_all();
     table.settle(STARTUP_LOADS);
     let mut converter = Converter::new(session.format(), table, PidFilter::All);
-    crate::sched::raise_sampling_thread();
     session.enable().context("enabling the sampling events")?;
     metrics.sampling_started();
     tracing::info!(

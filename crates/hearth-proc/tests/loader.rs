@@ -1,0 +1,155 @@
+//! The loader threads: loads arrive without the caller waiting, a load
+//! that hangs (here an open of a FIFO nobody writes, as an open on a hung
+//! network mount) is answered as failed after the stall limit, its device
+//! is refused from then on while other files still load, and the mark
+//! goes when the stuck thread comes back.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_proc::binary::DescriptorBudget;
+use hearth_proc::loader::{Loader, Outcome, STALL};
+use hearth_proc::{BinaryKey, LoadError};
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(tag: &str) -> Dir {
+    let p = std::env::temp_dir().join(format!("hearth-loader-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&p).unwrap();
+    Dir(p)
+}
+
+/// Polls until an outcome for `key` arrives or `limit` passes.
+fn outcome_for(loader: &mut Loader, key: &BinaryKey, limit: Duration) -> Option<Outcome> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        for o in loader.wait(Duration::from_millis(50)) {
+            if matches!(&o, Outcome::Loaded { key: k, .. } if k == key) {
+                return Some(o);
+            }
+        }
+    }
+    None
+}
+
+fn loaded_ok(o: Option<Outcome>) -> bool {
+    matches!(o, Some(Outcome::Loaded { opened, .. }) if opened.result.is_ok())
+}
+
+#[test]
+fn a_hung_open_is_answered_as_failed_and_its_device_refused_while_others_load() {
+    let d = dir("hang");
+    let fifo = d.0.join("never-written");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_str().unwrap().to_string();
+
+    let mut loader = Loader::start(DescriptorBudget::new(16)).unwrap();
+    // A device of its own, so that the refusal is about it alone.
+    let hung = BinaryKey::Inode {
+        major: 0,
+        minor: 4242,
+        inode: 1,
+    };
+    let started = Instant::now();
+    assert!(loader.load(
+        hung.clone(),
+        "/hung/app".into(),
+        vec![fifo.to_str().unwrap().to_string()]
+    ));
+    // The caller never waited: the request is queued, the open hangs.
+    assert!(started.elapsed() < Duration::from_millis(100));
+    let o = outcome_for(&mut loader, &hung, STALL * 3).expect("an answer for the hung load");
+    let waited = started.elapsed();
+    match o {
+        Outcome::Loaded { opened, .. } => assert!(
+            matches!(opened.result, Err(LoadError::Unresponsive { .. })),
+            "{:?}",
+            opened.result
+        ),
+        Outcome::Changed(_) => unreachable!(),
+    }
+    assert!(waited >= STALL, "answered after {waited:?}");
+    assert_eq!(loader.stats.stalls, 1);
+    assert!(loader.is_unresponsive(&hung));
+    assert_eq!(loader.take_stalled().len(), 1);
+
+    // Another file on the same device: refused at once.
+    let same_device = BinaryKey::Inode {
+        major: 0,
+        minor: 4242,
+        inode: 2,
+    };
+    assert!(loader.load(same_device.clone(), "/hung/lib".into(), vec![exe.clone()]));
+    let o = outcome_for(&mut loader, &same_device, Duration::from_secs(5));
+    assert!(
+        matches!(&o, Some(Outcome::Loaded { opened, .. })
+            if matches!(opened.result, Err(LoadError::Unresponsive { .. }))),
+        "not refused"
+    );
+    // A file elsewhere still loads, on a fresh thread.
+    let elsewhere = BinaryKey::Path(exe.as_str().into());
+    assert!(loader.load(elsewhere.clone(), exe.as_str().into(), vec![exe.clone()]));
+    assert!(loaded_ok(outcome_for(
+        &mut loader,
+        &elsewhere,
+        Duration::from_secs(10)
+    )));
+    assert_eq!(loader.threads(), 2, "one stuck, one replacing it");
+
+    // The file system answers again: the stuck thread comes back (the open
+    // returns; a FIFO does not parse) and the device's mark goes.
+    let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while loader.is_unresponsive(&hung) {
+        assert!(Instant::now() < end, "the mark stayed");
+        loader.poll();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(writer);
+}
+
+#[test]
+fn changed_binaries_are_found_by_a_check_on_a_loader_thread() {
+    let d = dir("check");
+    let p = d.0.join("app");
+    std::fs::copy(std::env::current_exe().unwrap(), &p).unwrap();
+    let p = p.to_str().unwrap().to_string();
+    let b = Arc::new(hearth_proc::Binary::open(p.as_str().into(), &p).unwrap());
+    let key = BinaryKey::Path(p.as_str().into());
+    let mut loader = Loader::start(DescriptorBudget::new(16)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&p)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"more"))
+        .unwrap();
+    loader.check(vec![(key.clone(), b.clone())]);
+    assert!(loader.check_pending());
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let changed = loader
+            .wait(Duration::from_millis(50))
+            .into_iter()
+            .find_map(|o| match o {
+                Outcome::Changed(list) => Some(list),
+                Outcome::Loaded { .. } => None,
+            });
+        if let Some(list) = changed {
+            assert_eq!(list.len(), 1);
+            assert!(Arc::ptr_eq(&list[0].1, &b));
+            break;
+        }
+        assert!(Instant::now() < end, "no answer to the check");
+    }
+    assert!(!loader.check_pending());
+}

@@ -123,10 +123,26 @@ pub struct UnwindSections {
     pub got: Option<SectionRange>,
 }
 
+impl UnwindSections {
+    /// File bytes of the sections unwinding reads (all but `text`).
+    pub fn bytes(&self) -> u64 {
+        [
+            &self.eh_frame,
+            &self.eh_frame_hdr,
+            &self.debug_frame,
+            &self.got,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|r| r.file.len() as u64)
+        .sum()
+    }
+}
+
 /// What a file looked like when it was opened: a file whose size or
 /// modification time moved since was written to (or truncated) under its
 /// mappings, and its parsed contents are no longer to be trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileStamp {
     pub size: u64,
     pub mtime_ns: i128,
@@ -199,6 +215,9 @@ pub struct Binary {
     pub sections: UnwindSections,
     /// The file as it was parsed; `None` for images that cannot change.
     stamp: Option<FileStamp>,
+    /// Device, inode and stamp of the file, hashed: tells files of one path
+    /// apart (one per container image, or a rewrite); 0 when unknown.
+    identity: u64,
     data: Mmap,
     /// Kept open so the file stays reachable through `/proc/self/fd` after
     /// the process that mapped it is gone, or the file was deleted; only
@@ -245,7 +264,14 @@ impl Binary {
         let file = File::open(open_path).map_err(open_err)?;
         // Taken before mapping: a change after this point shows as a
         // different stamp, never as contents silently trusted.
-        let stamp = FileStamp::of(&file.metadata().map_err(open_err)?);
+        let meta = file.metadata().map_err(open_err)?;
+        let stamp = FileStamp::of(&meta);
+        let identity = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (meta.dev(), meta.ino(), stamp).hash(&mut h);
+            h.finish() | 1
+        };
         if stamp.size > MAX_BINARY_BYTES {
             return Err(LoadError::NotElf {
                 path: open_path.to_string(),
@@ -262,6 +288,7 @@ impl Binary {
         let data = unsafe { Mmap::map(&file) }.map_err(open_err)?;
         let mut b = Self::parse(path, open_path.into(), data)?;
         b.stamp = Some(stamp);
+        b.identity = identity;
         match budget {
             Some(budget) if !budget.try_take() => {
                 drop(file);
@@ -339,6 +366,7 @@ impl Binary {
             segments,
             sections,
             stamp: None,
+            identity: 0,
             data,
             file: None,
             slot: None,
@@ -417,6 +445,22 @@ impl Binary {
     /// Whether this binary keeps a descriptor of its file open.
     pub fn holds_descriptor(&self) -> bool {
         self.file.is_some()
+    }
+
+    /// Which file this is, beyond its path (see the field); 0: unknown.
+    pub fn identity(&self) -> u64 {
+        self.identity
+    }
+
+    /// Size of the file as mapped.
+    pub fn file_bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Bytes of the sections unwinding reads from this file (the part of
+    /// its mapping that stays resident while it is unwound from).
+    pub fn unwind_bytes(&self) -> u64 {
+        self.sections.bytes()
     }
 
     /// A path that reaches this very file for as long as this value lives:
@@ -746,6 +790,15 @@ impl BinaryCache {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Bytes of the sections unwinding reads, over the parsed binaries held.
+    pub fn unwind_bytes(&self) -> u64 {
+        self.entries
+            .values()
+            .filter_map(|e| e.as_ref().ok())
+            .map(|b| b.unwind_bytes())
+            .sum()
+    }
 }
 
 #[cfg(test)]
@@ -817,6 +870,7 @@ mod tests {
             ],
             sections: UnwindSections::default(),
             stamp: None,
+            identity: 0,
             slot: None,
             map_path: None,
             data: memmap2::MmapOptions::new()

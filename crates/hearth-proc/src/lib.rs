@@ -10,8 +10,10 @@
 //!   inode: build id, loadable segments and the sections unwinding needs.
 //! * [`fault_guard`]: a `SIGBUS` handler that turns reads of mapped files
 //!   cut short by their owners into zeros instead of a crash.
-//! * [`loader`]: threads that open, parse and check binaries, so that no
-//!   file operation (a hung network mount) reaches the sampling thread.
+//! * [`loader`]: threads that open, parse and check binaries and read
+//!   other processes' `/proc` files, so that no file operation (a hung
+//!   network mount) reaches the sampling thread.
+//! * [`proc_read`]: those `/proc` reads, apart from applying them.
 //! * [`table`]: the live process table, kept current from the kernel's
 //!   mmap/comm/fork/exit records after an initial `/proc` scan.
 
@@ -20,6 +22,7 @@ pub mod binary;
 pub mod container;
 pub mod fault_guard;
 pub mod loader;
+pub mod proc_read;
 pub mod procfs;
 pub mod table;
 
@@ -27,4 +30,4 @@ pub use binary::{Binary, BinaryCache, BinaryKey, LoadError, SectionRange};
 pub use container::{
     classify_cgroup, Classification, ContainerCache, ContainerRef, QosClass, Runtime,
 };
-pub use table::{Mapping, Process, ProcessTable, TableStats};
+pub use table::{CgroupRead, Mapping, Process, ProcessTable, TableStats};

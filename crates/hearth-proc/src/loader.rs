@@ -7,13 +7,18 @@
 //! happens here, on loader threads: the process table sends a request and
 //! goes on; results are applied when it next asks ([`Loader::poll`]).
 //!
+//! Reads of other processes' `/proc` files happen here too (see
+//! [`crate::proc_read`]): they wait on the process's memory-map lock.
+//!
 //! A load (or change check) that takes longer than [`STALL`] marks its
 //! file system (device) unresponsive: the stalled request is answered as
 //! failed, later requests for files on that device are refused at once,
 //! and a fresh loader thread takes over from the stuck one. Each hung
 //! mount costs one thread, up to [`MAX_THREADS`] in all; past that, loads
 //! wait until a stuck thread comes back. A thread that comes back clears
-//! its device's mark (the file system answers again).
+//! its device's mark (the file system answers again). A `/proc` read that
+//! stalls marks its process instead: it is not read again until the stuck
+//! thread comes back.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::binary::{open_candidates, Binary, BinaryKey, DescriptorBudget, LoadError, Opened};
+use crate::proc_read::{self, ProcessFiles};
 
 /// How long one load may take before its file system counts as hung.
 pub const STALL: Duration = Duration::from_secs(2);
@@ -39,6 +45,37 @@ enum Request {
     },
     /// Which of these binaries changed since they were parsed?
     Check(Vec<(BinaryKey, Arc<Binary>)>),
+    /// Read these `/proc` files of `pid`.
+    Proc { pid: u32, read: ProcRead },
+}
+
+/// Which `/proc` files of a process to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcRead {
+    /// Name, threads' names and maps ([`proc_read::read_process`]).
+    Process,
+    /// `cgroup`.
+    Cgroup,
+}
+
+/// The answer to a `/proc` read.
+pub enum ProcAnswer {
+    /// `None`: the process is gone.
+    Process(Option<Box<ProcessFiles>>),
+    /// `None`: the process is gone.
+    Cgroup(Option<String>),
+    /// The read took longer than [`STALL`], or the process's files were
+    /// not read because an earlier read of them is still stuck.
+    Stalled(ProcRead),
+}
+
+/// A load or read that stalled, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stalled {
+    /// A binary on this device (or known by path only).
+    Binary(String),
+    /// The `/proc` files of this process.
+    Proc(u32),
 }
 
 /// What a loader thread sends back.
@@ -50,6 +87,10 @@ pub enum Outcome {
     },
     /// The binaries of a [`Loader::check`] whose file changed.
     Changed(Vec<(BinaryKey, Arc<Binary>)>),
+    Proc {
+        pid: u32,
+        answer: ProcAnswer,
+    },
 }
 
 /// What one loader thread is doing, for the stall watch.
@@ -70,6 +111,7 @@ struct ThreadState {
 enum Current {
     Load { key: BinaryKey, path: Arc<str> },
     Check,
+    Proc { pid: u32, read: ProcRead },
 }
 
 impl ThreadState {
@@ -85,7 +127,9 @@ impl ThreadState {
     fn end(&self, shared: &Shared) {
         self.busy_since.store(0, Ordering::Release);
         if self.stuck.swap(false, Ordering::AcqRel) {
-            if let Some(d) = self.device.load(Ordering::Acquire).checked_sub(1) {
+            if let Some(Current::Proc { pid, .. }) = *lock(&self.current) {
+                lock(&shared.stuck_pids).remove(&pid);
+            } else if let Some(d) = self.device.load(Ordering::Acquire).checked_sub(1) {
                 lock(&shared.unresponsive).remove(&d);
             }
         }
@@ -98,6 +142,10 @@ struct Shared {
     budget: Arc<DescriptorBudget>,
     /// Devices whose file system did not answer within [`STALL`].
     unresponsive: Mutex<HashSet<u64>>,
+    /// Processes whose `/proc` files did not answer within [`STALL`].
+    stuck_pids: Mutex<HashSet<u32>>,
+    /// Where `/proc` is.
+    proc_root: String,
     /// Requests refused because their device is in `unresponsive`.
     refused: AtomicU64,
     epoch: Instant,
@@ -129,8 +177,8 @@ pub struct Loader {
     shared: Arc<Shared>,
     threads: Vec<Arc<ThreadState>>,
     check_pending: bool,
-    /// Paths of loads that stalled since the last [`Loader::take_stalled`].
-    stalled: Vec<String>,
+    /// Loads that stalled since the last [`Loader::take_stalled`].
+    stalled: Vec<Stalled>,
     /// Failures made up for stalled loads, handed out by the next poll.
     stalled_outcomes: Vec<Outcome>,
     pub stats: LoaderStats,
@@ -138,7 +186,8 @@ pub struct Loader {
 
 impl Loader {
     /// Starts one loader thread; more start only to replace stuck ones.
-    pub fn start(budget: Arc<DescriptorBudget>) -> std::io::Result<Loader> {
+    /// `/proc` reads go to `proc_root`.
+    pub fn start(budget: Arc<DescriptorBudget>, proc_root: &str) -> std::io::Result<Loader> {
         let (requests, queue) = mpsc::sync_channel(QUEUE);
         let (outcomes_tx, outcomes) = mpsc::channel();
         let shared = Arc::new(Shared {
@@ -146,6 +195,8 @@ impl Loader {
             outcomes: outcomes_tx,
             budget,
             unresponsive: Mutex::new(HashSet::new()),
+            stuck_pids: Mutex::new(HashSet::new()),
+            proc_root: proc_root.to_string(),
             refused: AtomicU64::new(0),
             epoch: Instant::now(),
         });
@@ -182,6 +233,18 @@ impl Loader {
             path,
             candidates,
         }) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.queue_full += 1;
+                false
+            }
+        }
+    }
+
+    /// Asks for `/proc` files of `pid` to be read. False if the queue is
+    /// full (ask again later).
+    pub fn read_proc(&mut self, pid: u32, read: ProcRead) -> bool {
+        match self.requests.try_send(Request::Proc { pid, read }) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.queue_full += 1;
@@ -232,8 +295,8 @@ impl Loader {
         out
     }
 
-    /// Paths whose load stalled since the last call, for the log.
-    pub fn take_stalled(&mut self) -> Vec<String> {
+    /// Loads and reads that stalled since the last call, for the log.
+    pub fn take_stalled(&mut self) -> Vec<Stalled> {
         std::mem::take(&mut self.stalled)
     }
 
@@ -263,18 +326,28 @@ impl Loader {
             }
             if !t.stuck.swap(true, Ordering::AcqRel) {
                 self.stats.stalls += 1;
-                let what = match t.device.load(Ordering::Acquire).checked_sub(1) {
-                    Some(device) => {
-                        lock(&self.shared.unresponsive).insert(device);
-                        format!("device {}:{}", device >> 32, device & 0xffff_ffff)
-                    }
+                let device = t.device.load(Ordering::Acquire).checked_sub(1);
+                let on = || match device {
+                    Some(d) => format!("device {}:{}", d >> 32, d & 0xffff_ffff),
                     None => "a file known by path only".to_string(),
                 };
                 // Answer the stalled request now: its key must not stay
                 // pending (and counted) for as long as the thread is stuck.
                 match lock(&t.current).clone() {
+                    Some(Current::Proc { pid, read }) => {
+                        lock(&self.shared.stuck_pids).insert(pid);
+                        self.stalled.push(Stalled::Proc(pid));
+                        self.stalled_outcomes.push(Outcome::Proc {
+                            pid,
+                            answer: ProcAnswer::Stalled(read),
+                        });
+                    }
                     Some(Current::Load { key, path }) => {
-                        self.stalled.push(format!("{what} ({path})"));
+                        if let Some(d) = device {
+                            lock(&self.shared.unresponsive).insert(d);
+                        }
+                        self.stalled
+                            .push(Stalled::Binary(format!("{} ({path})", on())));
                         self.stalled_outcomes.push(Outcome::Loaded {
                             key,
                             opened: Box::new(Opened {
@@ -286,10 +359,13 @@ impl Loader {
                         });
                     }
                     Some(Current::Check) => {
-                        self.stalled.push(what);
+                        if let Some(d) = device {
+                            lock(&self.shared.unresponsive).insert(d);
+                        }
+                        self.stalled.push(Stalled::Binary(on()));
                         self.check_pending = false;
                     }
-                    None => self.stalled.push(what),
+                    None => self.stalled.push(Stalled::Binary(on())),
                 }
             }
         }
@@ -368,6 +444,24 @@ fn run(shared: &Shared, state: &ThreadState) {
                     }
                 }
                 Outcome::Changed(changed)
+            }
+            Request::Proc { pid, read } => {
+                let answer = if lock(&shared.stuck_pids).contains(&pid) {
+                    ProcAnswer::Stalled(read)
+                } else {
+                    *lock(&state.current) = Some(Current::Proc { pid, read });
+                    state.begin(shared, None);
+                    let root = &shared.proc_root;
+                    let answer = match read {
+                        ProcRead::Process => {
+                            ProcAnswer::Process(proc_read::read_process(root, pid).map(Box::new))
+                        }
+                        ProcRead::Cgroup => ProcAnswer::Cgroup(proc_read::read_cgroup(root, pid)),
+                    };
+                    state.end(shared);
+                    answer
+                };
+                Outcome::Proc { pid, answer }
             }
         };
         *lock(&state.current) = None;

@@ -6,12 +6,12 @@
 //! kept for a grace period, because samples taken just before an exit can be
 //! processed after it.
 
-use std::collections::HashMap;
-use std::fs;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::binary::{Binary, BinaryCache, BinaryKey};
-use crate::loader::{Loader, Outcome};
+use crate::loader::{Loader, Outcome, ProcAnswer, ProcRead, Stalled};
+use crate::proc_read::{self, ProcessFiles};
 use crate::procfs;
 
 /// An executable, file-backed mapping.
@@ -105,6 +105,21 @@ pub struct TableStats {
     pub remapped: u64,
     /// Mappings given their binary when a loader thread had parsed it.
     pub loaded_later: u64,
+    /// `/proc` reads asked of the loader that it could not take (its queue
+    /// was full) or that stalled.
+    pub proc_reads_failed: u64,
+}
+
+/// What [`ProcessTable::read_cgroup`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupRead {
+    /// Read in place (no loader): the file's text, `None` if gone.
+    Now(Option<String>),
+    /// Asked of a loader thread: the answer comes from
+    /// [`ProcessTable::take_cgroups`].
+    Asked,
+    /// The loader's queue is full: ask again later.
+    Busy,
 }
 
 /// A description of a new executable mapping (from MMAP2 or `/proc/<pid>/maps`).
@@ -130,7 +145,12 @@ pub struct ProcessTable {
     /// loader threads, never on the caller's.
     loader: Option<Loader>,
     /// Keys asked of the loader and not answered yet.
-    pending: std::collections::HashSet<BinaryKey>,
+    pending: HashSet<BinaryKey>,
+    /// Processes whose `/proc` files were asked of the loader and not
+    /// answered yet.
+    pending_scans: HashSet<u32>,
+    /// `/proc/<pid>/cgroup` texts read by the loader, not taken yet.
+    cgroups: Vec<(u32, Option<String>)>,
     pub stats: TableStats,
     /// Root of the proc file system (`/proc`; tests may point elsewhere).
     proc_root: String,
@@ -154,11 +174,34 @@ impl ProcessTable {
             procs: HashMap::new(),
             binaries: BinaryCache::new(),
             loader: None,
-            pending: std::collections::HashSet::new(),
+            pending: HashSet::new(),
+            pending_scans: HashSet::new(),
+            cgroups: Vec::new(),
             stats: TableStats::default(),
             proc_root: root.trim_end_matches('/').to_string(),
             exit_grace_ns: 2_000_000_000,
         }
+    }
+
+    /// Estimated heap bytes of the table: processes, their threads' names
+    /// and their mappings.
+    pub fn approx_bytes(&self) -> u64 {
+        // Hash table slots cost about a pointer beyond their entry.
+        let per_thread = std::mem::size_of::<(u32, Arc<str>)>() as u64 + 8;
+        let per_mapping = std::mem::size_of::<Mapping>() as u64;
+        self.procs
+            .values()
+            .map(|p| {
+                std::mem::size_of::<(u32, Process)>() as u64
+                    + 8
+                    + p.name.len() as u64
+                    + p.threads.len() as u64 * per_thread
+                    + p.mappings
+                        .iter()
+                        .map(|m| per_mapping + m.path.len() as u64 + 16)
+                        .sum::<u64>()
+            })
+            .sum()
     }
 
     /// Root of the proc file system this table reads.
@@ -178,37 +221,50 @@ impl ProcessTable {
         self.procs.is_empty()
     }
 
-    /// Reads every process currently in `/proc`. Processes that vanish while
-    /// being read are skipped.
+    /// Reads every process currently in `/proc` (with a loader: asks for
+    /// them to be read, see [`ProcessTable::settle`]). Processes that
+    /// vanish while being read are skipped.
     pub fn scan_all(&mut self) {
-        let Ok(dir) = fs::read_dir(&self.proc_root) else {
-            return;
-        };
-        let pids: Vec<u32> = dir
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        for pid in pids {
+        for pid in proc_read::list_pids(&self.proc_root) {
             self.scan_pid(pid);
         }
     }
 
-    /// Loads one process from `/proc` (replacing what was known). Returns
-    /// false if it is gone.
+    /// Loads one process from `/proc`, replacing what was known: in place
+    /// without a loader (false if it is gone), else asked of a loader
+    /// thread and applied when the answer comes (false if it could not be
+    /// asked).
     pub fn scan_pid(&mut self, pid: u32) -> bool {
-        let base = format!("{}/{pid}", self.proc_root);
-        let Ok(comm) = fs::read(format!("{base}/comm")) else {
-            return false;
-        };
-        let mut p = Process::new(pid, procfs::parse_comm(&comm).into());
-        if let Ok(tasks) = fs::read_dir(format!("{base}/task")) {
-            for t in tasks.flatten() {
-                let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                    continue;
-                };
-                if let Ok(c) = fs::read(t.path().join("comm")) {
-                    p.threads.insert(tid, procfs::parse_comm(&c).into());
-                }
+        if let Some(loader) = &mut self.loader {
+            if self.pending_scans.contains(&pid) {
+                return true;
             }
+            if !loader.read_proc(pid, ProcRead::Process) {
+                self.stats.proc_reads_failed += 1;
+                return false;
+            }
+            self.pending_scans.insert(pid);
+            return true;
+        }
+        match proc_read::read_process(&self.proc_root, pid) {
+            Some(files) => {
+                self.apply_scan(pid, &files);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `/proc` files of `pid` were asked for and not answered yet.
+    pub fn scan_pending(&self, pid: u32) -> bool {
+        self.pending_scans.contains(&pid)
+    }
+
+    /// Replaces what was known of `pid` by what its `/proc` files say.
+    fn apply_scan(&mut self, pid: u32, files: &ProcessFiles) {
+        let mut p = Process::new(pid, procfs::parse_comm(&files.comm).into());
+        for (tid, comm) in &files.threads {
+            p.threads.insert(*tid, procfs::parse_comm(comm).into());
         }
         // Generations only grow, so that unwinders never mistake the new
         // mappings for the ones they were built from.
@@ -218,34 +274,60 @@ impl ProcessTable {
         self.procs.insert(pid, p);
         self.stats.scanned += 1;
         self.stats.processes_seen += 1;
+        if files.cgroup.is_some() {
+            self.cgroups.push((pid, files.cgroup.clone()));
+        }
         // Bytes, not text: a path need not be UTF-8, and one that is not
         // must not hide the process's other mappings.
-        if let Ok(maps) = fs::read(format!("{base}/maps")) {
-            for entry in procfs::parse_maps(&maps).into_iter().flatten() {
-                if entry.executable && entry.is_file() {
-                    self.add_mapping(&NewMapping {
-                        pid,
-                        start: entry.start,
-                        len: entry.end - entry.start,
-                        pgoff: entry.offset,
-                        major: entry.dev_major,
-                        minor: entry.dev_minor,
-                        inode: entry.inode,
-                        path: &entry.path,
-                        path_exact: entry.path_exact,
-                    });
-                }
+        for entry in procfs::parse_maps(&files.maps).into_iter().flatten() {
+            if entry.executable && entry.is_file() {
+                self.add_mapping(&NewMapping {
+                    pid,
+                    start: entry.start,
+                    len: entry.end - entry.start,
+                    pgoff: entry.offset,
+                    major: entry.dev_major,
+                    minor: entry.dev_minor,
+                    inode: entry.inode,
+                    path: &entry.path,
+                    path_exact: entry.path_exact,
+                });
             }
         }
-        true
     }
 
-    /// Makes sure `pid` is known, reading `/proc` if its creation was missed.
+    /// Makes sure `pid` is known, reading `/proc` if its creation was
+    /// missed. With a loader the read is asked for and `None` returned
+    /// until it is answered.
     pub fn ensure(&mut self, pid: u32) -> Option<&Process> {
-        if !self.procs.contains_key(&pid) && pid != 0 && self.scan_pid(pid) {
+        if !self.procs.contains_key(&pid)
+            && pid != 0
+            && !self.pending_scans.contains(&pid)
+            && self.scan_pid(pid)
+        {
             self.stats.late_discoveries += 1;
         }
         self.procs.get(&pid)
+    }
+
+    /// `/proc/<pid>/cgroup`: read in place without a loader, else asked of
+    /// a loader thread (see [`CgroupRead`]).
+    pub fn read_cgroup(&mut self, pid: u32) -> CgroupRead {
+        let Some(loader) = &mut self.loader else {
+            return CgroupRead::Now(proc_read::read_cgroup(&self.proc_root, pid));
+        };
+        if loader.read_proc(pid, ProcRead::Cgroup) {
+            CgroupRead::Asked
+        } else {
+            self.stats.proc_reads_failed += 1;
+            CgroupRead::Busy
+        }
+    }
+
+    /// The cgroup files read since the last call, by the loader or with a
+    /// process's scan (`None`: the process is gone).
+    pub fn take_cgroups(&mut self) -> Vec<(u32, Option<String>)> {
+        std::mem::take(&mut self.cgroups)
     }
 
     fn process_entry(&mut self, pid: u32) -> &mut Process {
@@ -301,7 +383,10 @@ impl ProcessTable {
     /// Opens binaries on loader threads from now on (see [`crate::loader`]).
     pub fn use_loader(&mut self) -> std::io::Result<()> {
         if self.loader.is_none() {
-            self.loader = Some(Loader::start(self.binaries.descriptor_budget().clone())?);
+            self.loader = Some(Loader::start(
+                self.binaries.descriptor_budget().clone(),
+                &self.proc_root,
+            )?);
         }
         Ok(())
     }
@@ -310,9 +395,9 @@ impl ProcessTable {
         self.loader.as_ref()
     }
 
-    /// Files whose load stalled since the last call (their file system is
-    /// now skipped), for the log.
-    pub fn take_stalled_loads(&mut self) -> Vec<String> {
+    /// Loads and `/proc` reads that stalled since the last call (their
+    /// file system, or process, is now skipped), for the log.
+    pub fn take_stalled_loads(&mut self) -> Vec<Stalled> {
         self.loader
             .as_mut()
             .map(|l| l.take_stalled())
@@ -325,9 +410,9 @@ impl ProcessTable {
         self.loader.as_ref().is_some_and(|l| l.is_unresponsive(key))
     }
 
-    /// Loads asked for and not answered yet.
+    /// Loads and `/proc` reads asked for and not answered yet.
     pub fn pending_loads(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.pending_scans.len()
     }
 
     /// The binary of a mapping of `key`: from the cache, else opened here
@@ -375,7 +460,7 @@ impl ProcessTable {
     pub fn settle(&mut self, timeout: std::time::Duration) -> usize {
         let deadline = std::time::Instant::now() + timeout;
         let mut applied = 0;
-        while !self.pending.is_empty() {
+        while !self.pending.is_empty() || !self.pending_scans.is_empty() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 break;
@@ -395,8 +480,27 @@ impl ProcessTable {
         }
         let mut ready: HashMap<BinaryKey, Arc<Binary>> = HashMap::new();
         let mut changed: HashMap<*const Binary, BinaryKey> = HashMap::new();
+        let mut scanned = Vec::new();
         for o in outcomes {
             match o {
+                Outcome::Proc { pid, answer } => match answer {
+                    ProcAnswer::Process(files) => {
+                        // A late answer of a read already given up is
+                        // dropped: a newer one may have been applied.
+                        if self.pending_scans.remove(&pid) {
+                            if let Some(files) = files {
+                                scanned.push((pid, files));
+                            }
+                        }
+                    }
+                    ProcAnswer::Cgroup(text) => self.cgroups.push((pid, text)),
+                    ProcAnswer::Stalled(read) => {
+                        self.stats.proc_reads_failed += 1;
+                        if read == ProcRead::Process {
+                            self.pending_scans.remove(&pid);
+                        }
+                    }
+                },
                 Outcome::Loaded { key, opened } => {
                     self.pending.remove(&key);
                     if let Ok(b) = self.binaries.insert(key.clone(), *opened) {
@@ -417,6 +521,11 @@ impl ProcessTable {
                     }
                 }
             }
+        }
+        // Scanned mappings find their binaries in the cache, or ask for
+        // them (after this round's binaries are in).
+        for (pid, files) in scanned {
+            self.apply_scan(pid, &files);
         }
         let mut applied = 0;
         let mut remapped = 0;

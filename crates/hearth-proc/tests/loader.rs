@@ -2,14 +2,15 @@
 //! that hangs (here an open of a FIFO nobody writes, as an open on a hung
 //! network mount) is answered as failed after the stall limit, its device
 //! is refused from then on while other files still load, and the mark
-//! goes when the stuck thread comes back.
+//! goes when the stuck thread comes back. The same for a `/proc` read that
+//! hangs: its process is skipped until the read returns.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth_proc::binary::DescriptorBudget;
-use hearth_proc::loader::{Loader, Outcome, STALL};
+use hearth_proc::loader::{Loader, Outcome, ProcAnswer, ProcRead, Stalled, STALL};
 use hearth_proc::{BinaryKey, LoadError};
 
 struct Dir(PathBuf);
@@ -53,7 +54,7 @@ fn a_hung_open_is_answered_as_failed_and_its_device_refused_while_others_load() 
     let exe = std::env::current_exe().unwrap();
     let exe = exe.to_str().unwrap().to_string();
 
-    let mut loader = Loader::start(DescriptorBudget::new(16)).unwrap();
+    let mut loader = Loader::start(DescriptorBudget::new(16), "/proc").unwrap();
     // A device of its own, so that the refusal is about it alone.
     let hung = BinaryKey::Inode {
         major: 0,
@@ -76,7 +77,7 @@ fn a_hung_open_is_answered_as_failed_and_its_device_refused_while_others_load() 
             "{:?}",
             opened.result
         ),
-        Outcome::Changed(_) => unreachable!(),
+        _ => unreachable!(),
     }
     assert!(waited >= STALL, "answered after {waited:?}");
     assert_eq!(loader.stats.stalls, 1);
@@ -126,7 +127,7 @@ fn changed_binaries_are_found_by_a_check_on_a_loader_thread() {
     let p = p.to_str().unwrap().to_string();
     let b = Arc::new(hearth_proc::Binary::open(p.as_str().into(), &p).unwrap());
     let key = BinaryKey::Path(p.as_str().into());
-    let mut loader = Loader::start(DescriptorBudget::new(16)).unwrap();
+    let mut loader = Loader::start(DescriptorBudget::new(16), "/proc").unwrap();
     std::thread::sleep(Duration::from_millis(20));
     std::fs::OpenOptions::new()
         .append(true)
@@ -142,7 +143,7 @@ fn changed_binaries_are_found_by_a_check_on_a_loader_thread() {
             .into_iter()
             .find_map(|o| match o {
                 Outcome::Changed(list) => Some(list),
-                Outcome::Loaded { .. } => None,
+                _ => None,
             });
         if let Some(list) = changed {
             assert_eq!(list.len(), 1);
@@ -152,4 +153,83 @@ fn changed_binaries_are_found_by_a_check_on_a_loader_thread() {
         assert!(Instant::now() < end, "no answer to the check");
     }
     assert!(!loader.check_pending());
+}
+
+/// Polls until an answer to a `/proc` read of `pid` arrives or `limit` passes.
+fn proc_answer_for(loader: &mut Loader, pid: u32, limit: Duration) -> Option<ProcAnswer> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        for o in loader.wait(Duration::from_millis(50)) {
+            if let Outcome::Proc { pid: p, answer } = o {
+                if p == pid {
+                    return Some(answer);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_hung_proc_read_is_answered_as_stalled_and_its_process_skipped_while_others_read() {
+    // A proc root of our own: process 7's comm is a FIFO nobody writes
+    // (as a maps read waiting on a process stuck in a hung page fault);
+    // process 8 is this test's own /proc entry.
+    let d = dir("proc");
+    let hung = d.0.join("7");
+    std::fs::create_dir_all(&hung).unwrap();
+    let fifo = hung.join("comm");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink(format!("/proc/{}", std::process::id()), d.0.join("8")).unwrap();
+
+    let mut loader = Loader::start(DescriptorBudget::new(16), d.0.to_str().unwrap()).unwrap();
+    let started = Instant::now();
+    assert!(loader.read_proc(7, ProcRead::Process));
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "the caller waited"
+    );
+    let a = proc_answer_for(&mut loader, 7, STALL * 3).expect("an answer for the hung read");
+    assert!(matches!(a, ProcAnswer::Stalled(ProcRead::Process)));
+    assert!(started.elapsed() >= STALL);
+    assert_eq!(loader.take_stalled(), vec![Stalled::Proc(7)]);
+
+    // The same process again: answered at once, without a read.
+    let again = Instant::now();
+    assert!(loader.read_proc(7, ProcRead::Cgroup));
+    let a = proc_answer_for(&mut loader, 7, Duration::from_secs(5)).expect("an answer");
+    assert!(matches!(a, ProcAnswer::Stalled(ProcRead::Cgroup)));
+    assert!(again.elapsed() < STALL);
+    // Another process reads, on a fresh thread.
+    assert!(loader.read_proc(8, ProcRead::Process));
+    match proc_answer_for(&mut loader, 8, Duration::from_secs(10)) {
+        Some(ProcAnswer::Process(Some(files))) => {
+            assert!(!files.comm.is_empty() && !files.maps.is_empty())
+        }
+        _ => panic!("no read of a live process"),
+    }
+    assert!(loader.read_proc(8, ProcRead::Cgroup));
+    assert!(matches!(
+        proc_answer_for(&mut loader, 8, Duration::from_secs(10)),
+        Some(ProcAnswer::Cgroup(Some(_)))
+    ));
+
+    // The stuck read returns: process 7 is read again.
+    let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    drop(writer);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < end, "process 7 stayed skipped");
+        assert!(loader.read_proc(7, ProcRead::Cgroup));
+        match proc_answer_for(&mut loader, 7, Duration::from_secs(5)) {
+            // No cgroup file in our root: read, and found gone.
+            Some(ProcAnswer::Cgroup(None)) => break,
+            Some(ProcAnswer::Stalled(_)) => std::thread::sleep(Duration::from_millis(50)),
+            // The stuck read's own answer, late.
+            Some(ProcAnswer::Process(_)) => {}
+            other => panic!("unexpected answer: {}", other.is_some()),
+        }
+    }
 }

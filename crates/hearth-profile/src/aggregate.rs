@@ -137,6 +137,8 @@ mod tests {
             path: "/bin/x".into(),
             open_path: None,
             build_id: None,
+            file_bytes: 0,
+            file_id: 0,
         });
         let frames = [RawFrame::User {
             binary: bin,
@@ -151,6 +153,8 @@ mod tests {
             path: "/bin/x".into(),
             open_path: None,
             build_id: None,
+            file_bytes: 0,
+            file_id: 0,
         });
         assert_eq!(same_bin, bin);
     }

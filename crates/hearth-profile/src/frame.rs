@@ -42,6 +42,11 @@ pub struct BinaryInfo {
     pub open_path: Option<Arc<str>>,
     /// GNU build id, raw bytes.
     pub build_id: Option<Arc<[u8]>>,
+    /// Size of the file, for the symbolizer's memory bound (0: unknown).
+    pub file_bytes: u64,
+    /// Tells apart files of the same path when there is no build id (one
+    /// per container image, or a file rewritten): 0 when unknown.
+    pub file_id: u64,
 }
 
 /// The container a process runs in, as its cgroup path tells.

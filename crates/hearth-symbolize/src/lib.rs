@@ -11,8 +11,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use blazesym::symbolize::source::{Elf, Source};
-use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
+use blazesym::symbolize::{Input, Symbolized};
 pub mod kallsyms;
+pub mod names;
+pub mod parsed;
+
+use names::NameCache;
+use parsed::ParsedFiles;
 
 use kallsyms::KernelSymbols;
 
@@ -29,11 +34,12 @@ pub struct SymbolLine {
     pub line: u32,
 }
 
-/// Cache key of a binary: build id when present, else the path.
+/// Cache key of a binary: build id when present, else the path and which
+/// file it was (two containers may have different files at one path).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum FileKey {
     BuildId(Arc<[u8]>),
-    Path(Arc<str>),
+    Path(Arc<str>, u64),
     /// A binary that is not opened (see [`BinaryInfo::open_path`]): its
     /// placeholders must not stand for the file once it is.
     Unopened(Arc<str>),
@@ -43,7 +49,7 @@ fn file_key(info: &BinaryInfo) -> FileKey {
     match (&info.build_id, &info.open_path) {
         (_, None) => FileKey::Unopened(info.path.clone()),
         (Some(id), Some(_)) => FileKey::BuildId(id.clone()),
-        (None, Some(_)) => FileKey::Path(info.path.clone()),
+        (None, Some(_)) => FileKey::Path(info.path.clone(), info.file_id),
     }
 }
 
@@ -53,8 +59,19 @@ pub struct SymbolizeStats {
     pub resolved: u64,
     pub unresolved: u64,
     pub cache_hits: u64,
-    /// Times the caches were emptied to stay within their limits.
+    /// Times a generation of the caches was let go to stay within their
+    /// bounds (see [`names`] and [`parsed`]).
     pub resets: u64,
+}
+
+/// What the symbolizer holds, in bytes (see [`Symbolizer::memory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SymbolizerMemory {
+    /// Sizes of the files parsed since the last reset: the parser maps
+    /// each whole file and keeps what it parsed of it.
+    pub files: u64,
+    /// Estimated heap bytes of the resolved addresses kept.
+    pub cache: u64,
 }
 
 /// Most cached addresses before the caches are emptied (a long-running
@@ -64,18 +81,31 @@ pub const DEFAULT_CACHE_LIMIT: usize = 250_000;
 /// file also holds a descriptor open: callers with a low descriptor limit
 /// set [`Symbolizer::file_limit`] lower.
 pub const DEFAULT_FILE_LIMIT: usize = 512;
+/// Bytes of files parsed before the parsed files are let go (the agent
+/// sets its share of the memory budget instead).
+pub const DEFAULT_FILES_BYTE_LIMIT: u64 = 1 << 30;
+/// Estimated bytes of cached addresses before the caches are emptied.
+pub const DEFAULT_CACHE_BYTE_LIMIT: u64 = 256 << 20;
 
 pub struct Symbolizer {
-    blaze: Blaze,
-    /// Read on the first kernel frame, kept until the next reset.
+    /// Read on the first kernel frame, kept until the parsed files rotate.
     kernel_symbols: Option<KernelSymbols>,
-    user_cache: HashMap<(FileKey, u64), Arc<[SymbolLine]>>,
-    kernel_cache: HashMap<u64, Arc<[SymbolLine]>>,
-    /// Binaries parsed since the last reset of `blaze`.
-    files: std::collections::HashSet<FileKey>,
+    names: NameCache<CacheKey>,
+    parsed: ParsedFiles<FileKey>,
+    /// Bounds of the resolved addresses and of the files kept parsed (see
+    /// [`names`] and [`parsed`]); may be changed between reports.
     pub cache_limit: usize,
     pub file_limit: usize,
+    pub files_byte_limit: u64,
+    pub cache_byte_limit: u64,
     pub stats: SymbolizeStats,
+}
+
+/// What the cache of resolved addresses is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    User(FileKey, u64),
+    Kernel(u64),
 }
 
 impl Default for Symbolizer {
@@ -139,47 +169,62 @@ fn demangle_kernel(name: &str) -> String {
     }
 }
 
-fn new_blaze() -> Blaze {
-    Blaze::builder()
-        .enable_code_info(true)
-        .enable_inlined_fns(true)
-        .enable_demangling(true)
-        .build()
-}
-
 impl Symbolizer {
     pub fn new() -> Self {
         Symbolizer {
-            blaze: new_blaze(),
             kernel_symbols: None,
-            user_cache: HashMap::new(),
-            kernel_cache: HashMap::new(),
-            files: std::collections::HashSet::new(),
+            names: NameCache::new(DEFAULT_CACHE_LIMIT, DEFAULT_CACHE_BYTE_LIMIT),
+            parsed: ParsedFiles::new(DEFAULT_FILE_LIMIT, DEFAULT_FILES_BYTE_LIMIT),
             cache_limit: DEFAULT_CACHE_LIMIT,
             file_limit: DEFAULT_FILE_LIMIT,
+            files_byte_limit: DEFAULT_FILES_BYTE_LIMIT,
+            cache_byte_limit: DEFAULT_CACHE_BYTE_LIMIT,
             stats: SymbolizeStats::default(),
         }
     }
 
     /// Cached addresses (user and kernel).
     pub fn cached(&self) -> usize {
-        self.user_cache.len() + self.kernel_cache.len()
+        self.names.len()
     }
 
-    /// Keeps memory bounded between reports: parsed files and cached
-    /// addresses are let go once past their limits, and rebuilt on demand.
+    /// Files kept parsed.
+    pub fn parsed_files(&self) -> usize {
+        self.parsed.len()
+    }
+
+    /// What is held now, in bytes.
+    pub fn memory(&self) -> SymbolizerMemory {
+        SymbolizerMemory {
+            files: self.parsed.bytes(),
+            cache: self.names.bytes(),
+        }
+    }
+
+    /// The bounds as set now.
+    fn apply_limits(&mut self) {
+        self.names.entry_limit = self.cache_limit;
+        self.names.byte_limit = self.cache_byte_limit;
+        self.parsed.file_limit = self.file_limit;
+        self.parsed.byte_limit = self.files_byte_limit;
+    }
+
+    /// Keeps memory bounded between reports (see [`names`], [`parsed`]).
     fn enforce_limits(&mut self) {
-        if self.files.len() > self.file_limit {
-            self.blaze = new_blaze();
+        self.apply_limits();
+        let before = self.parsed.rotations;
+        self.names.rotate();
+        self.parsed.trim();
+        if self.parsed.rotations != before {
+            // Re-read with the next kernel frame: kallsyms changes as
+            // modules load.
             self.kernel_symbols = None;
-            self.files.clear();
-            self.stats.resets += 1;
         }
-        if self.cached() > self.cache_limit {
-            self.user_cache.clear();
-            self.kernel_cache.clear();
-            self.stats.resets += 1;
-        }
+        self.stats.resets = self.names.rotations + self.parsed.rotations;
+    }
+
+    fn cache_placeholder(&mut self, key: CacheKey, name: String) {
+        self.names.insert(key, &placeholder(name));
     }
 
     /// Resolves file offsets of one binary, filling the cache.
@@ -188,7 +233,7 @@ impl Symbolizer {
         let todo: Vec<u64> = offsets
             .iter()
             .copied()
-            .filter(|o| !self.user_cache.contains_key(&(key.clone(), *o)))
+            .filter(|o| !self.names.touch(&CacheKey::User(key.clone(), *o)))
             .collect();
         self.stats.cache_hits += (offsets.len() - todo.len()) as u64;
         if todo.is_empty() {
@@ -199,25 +244,18 @@ impl Symbolizer {
             for off in todo {
                 self.stats.unresolved += 1;
                 let name = format!("[unknown] {}+{off:#x}", basename(&info.path));
-                self.user_cache
-                    .insert((key.clone(), off), placeholder(name));
+                self.cache_placeholder(CacheKey::User(key.clone(), off), name);
             }
             return;
         };
-        if !self.files.contains(&key) && self.files.len() >= self.file_limit {
-            // One more parsed file would pass the limit (and hold one more
-            // descriptor): let the parsed files go now, not after the
-            // report. Resolved addresses stay cached.
-            self.blaze = new_blaze();
-            self.files.clear();
-            self.stats.resets += 1;
-        }
         let path = &*path;
-        self.files.insert(key.clone());
+        // Parsing one more file may let the older generation of parsed
+        // files go (and their descriptors); resolved addresses stay cached.
+        let blaze = self.parsed.parser_for(&key, info.file_bytes);
         let lookup = |debug_syms: bool| {
             let mut elf = Elf::new(path);
             elf.debug_syms = debug_syms;
-            self.blaze
+            blaze
                 .symbolize(&Source::Elf(elf), Input::FileOffset(&todo))
                 .unwrap_or_default()
         };
@@ -249,17 +287,18 @@ impl Symbolizer {
             resolved.push((*off, lines));
         }
         for (off, lines) in resolved {
-            let lines = match lines {
+            let at = CacheKey::User(key.clone(), off);
+            match lines {
                 Some(lines) => {
                     self.stats.resolved += 1;
-                    Arc::from(lines)
+                    self.names.insert(at, &lines);
                 }
                 None => {
                     self.stats.unresolved += 1;
-                    placeholder(format!("[unknown] {}+{off:#x}", basename(&info.path)))
+                    let name = format!("[unknown] {}+{off:#x}", basename(&info.path));
+                    self.cache_placeholder(at, name);
                 }
-            };
-            self.user_cache.insert((key.clone(), off), lines);
+            }
         }
     }
 
@@ -267,7 +306,7 @@ impl Symbolizer {
         let todo: Vec<u64> = addrs
             .iter()
             .copied()
-            .filter(|a| !self.kernel_cache.contains_key(a))
+            .filter(|a| !self.names.touch(&CacheKey::Kernel(*a)))
             .collect();
         if todo.is_empty() {
             return;
@@ -278,28 +317,32 @@ impl Symbolizer {
                 KernelSymbols::parse(Vec::new())
             })
         });
-        for addr in todo {
-            let lines = match symbols.find(addr) {
-                Some(sym) => {
+        let found: Vec<(u64, Option<String>)> = todo
+            .into_iter()
+            .map(|addr| (addr, symbols.find(addr).map(|s| demangle_kernel(s.name))))
+            .collect();
+        for (addr, name) in found {
+            match name {
+                Some(name) => {
                     self.stats.resolved += 1;
-                    Arc::from(vec![SymbolLine {
-                        name: demangle_kernel(sym.name).into(),
+                    let lines = [SymbolLine {
+                        name: name.into(),
                         file: None,
                         line: 0,
-                    }])
+                    }];
+                    self.names.insert(CacheKey::Kernel(addr), &lines);
                 }
                 None => {
                     self.stats.unresolved += 1;
-                    placeholder(format!("[kernel] {addr:#x}"))
+                    self.cache_placeholder(CacheKey::Kernel(addr), format!("[kernel] {addr:#x}"));
                 }
-            };
-            self.kernel_cache.insert(addr, lines);
+            }
         }
     }
 
     /// Symbolizes every frame of `agg` and builds the report.
     pub fn report(&mut self, agg: &Aggregate, rec: RecordingInfo) -> Report {
-        self.enforce_limits();
+        self.apply_limits();
         // Unique frames, grouped by where they are resolved.
         let mut user: HashMap<BinaryId, BTreeSet<u64>> = HashMap::new();
         let mut kernel: BTreeSet<u64> = BTreeSet::new();
@@ -371,6 +414,9 @@ impl Symbolizer {
         report.functions = b.functions;
         report.locations = b.locations;
         report.samples = b.samples;
+        // What this report needed beyond the bounds goes now, not at the
+        // next report.
+        self.enforce_limits();
         report
     }
 }
@@ -455,16 +501,18 @@ impl ReportBuilder {
             RawFrame::Kernel(a) => (
                 self.mapping(agg, None),
                 a,
-                sym.kernel_cache.get(&a).cloned(),
+                sym.names.get(&CacheKey::Kernel(a)).cloned(),
                 true,
             ),
             RawFrame::User {
                 binary,
                 file_offset,
             } => {
-                let lines = agg
-                    .binary_info(binary)
-                    .and_then(|info| sym.user_cache.get(&(file_key(info), file_offset)).cloned());
+                let lines = agg.binary_info(binary).and_then(|info| {
+                    sym.names
+                        .get(&CacheKey::User(file_key(info), file_offset))
+                        .cloned()
+                });
                 (self.mapping(agg, Some(binary)), file_offset, lines, false)
             }
             RawFrame::Unknown(a) => (None, a, None, false),

@@ -44,6 +44,8 @@ fn own_function_resolves_by_file_offset_and_is_cached_by_build_id() {
         path: path.as_str().into(),
         open_path: Some(binary.fd_path().into()),
         build_id: binary.build_id.clone(),
+        file_bytes: binary.file_bytes(),
+        file_id: 0,
     });
     agg.add(
         thread(),
@@ -81,6 +83,8 @@ fn own_function_resolves_by_file_offset_and_is_cached_by_build_id() {
         path: Arc::from("/elsewhere/copy"),
         open_path: Some(Arc::from("/nonexistent")),
         build_id: binary.build_id.clone(),
+        file_bytes: 0,
+        file_id: 0,
     });
     agg2.add(
         thread(),
@@ -106,6 +110,8 @@ fn unreadable_binary_gets_a_placeholder_name() {
         path: "/no/such/libgone.so".into(),
         open_path: None,
         build_id: None,
+        file_bytes: 0,
+        file_id: 0,
     });
     agg.add(
         thread(),
@@ -248,6 +254,8 @@ fn caches_stay_within_their_limits() {
         path: "/no/such/lib.so".into(),
         open_path: None,
         build_id: None,
+        file_bytes: 0,
+        file_id: 0,
     });
     let frames: Vec<RawFrame> = (0..50)
         .map(|i| RawFrame::User {
@@ -260,10 +268,109 @@ fn caches_stay_within_their_limits() {
     sym.cache_limit = 10;
     let report = sym.report(&agg, RecordingInfo::default());
     assert_eq!(report.samples[0].stack.len(), 50);
-    assert_eq!(sym.cached(), 50);
-    // The next report starts by letting the over-full cache go, and still
-    // resolves everything.
+    // A report that alone passed the bound: its names go as it ends, and
+    // the next report still resolves everything.
+    assert_eq!((sym.cached(), sym.stats.resets), (0, 1));
     let again = sym.report(&agg, RecordingInfo::default());
-    assert_eq!(sym.stats.resets, 1);
+    assert_eq!(sym.stats.resets, 2);
     assert_eq!(again.function_names_root_first(&again.samples[0]).len(), 50);
+    // Room for twice as many: the names stay.
+    sym.cache_limit = 100;
+    sym.report(&agg, RecordingInfo::default());
+    assert_eq!((sym.cached(), sym.stats.resets), (50, 2));
+    // Room for less than twice: the report's names become the older
+    // generation, still found by the next report without resolving.
+    sym.cache_limit = 80;
+    sym.report(&agg, RecordingInfo::default());
+    assert_eq!((sym.cached(), sym.stats.resets), (50, 3));
+    let hits = sym.stats.cache_hits;
+    sym.report(&agg, RecordingInfo::default());
+    assert_eq!(sym.stats.cache_hits - hits, 50);
+}
+
+#[test]
+fn parsed_files_and_names_are_bounded_by_bytes() {
+    marker_function_for_symbolization(1);
+    let addr = marker_function_for_symbolization as *const () as u64;
+    let (path, offset) = file_offset_of(addr + 1);
+    let binary = hearth_proc::Binary::open(path.as_str().into(), &path).unwrap();
+    let mut agg = Aggregate::new();
+    let id = agg.binary(BinaryInfo {
+        path: path.as_str().into(),
+        open_path: Some(binary.fd_path().into()),
+        build_id: binary.build_id.clone(),
+        file_bytes: binary.file_bytes(),
+        file_id: 0,
+    });
+    agg.add(
+        thread(),
+        &[RawFrame::User {
+            binary: id,
+            file_offset: offset,
+        }],
+        1,
+    );
+    let named = |r: &hearth_profile::Report| {
+        r.function_names_root_first(&r.samples[0])
+            .iter()
+            .any(|n| n.ends_with("marker_function_for_symbolization"))
+    };
+
+    // Room for the file and its names: both held, and counted.
+    let mut sym = Symbolizer::new();
+    assert!(named(&sym.report(&agg, RecordingInfo::default())));
+    let held = sym.memory();
+    assert_eq!(held.files, binary.file_bytes());
+    assert!(held.cache > 0, "{held:?}");
+    assert_eq!((sym.stats.resets, sym.parsed_files()), (0, 1));
+
+    // A file larger than the bound is parsed, used, and let go with the
+    // report; names larger than theirs are not kept either.
+    let mut sym = Symbolizer::new();
+    sym.files_byte_limit = binary.file_bytes() - 1;
+    sym.cache_byte_limit = 1;
+    assert!(named(&sym.report(&agg, RecordingInfo::default())));
+    assert_eq!(sym.memory(), hearth_symbolize::SymbolizerMemory::default());
+    assert_eq!((sym.stats.resets, sym.parsed_files()), (2, 0));
+    assert!(named(&sym.report(&agg, RecordingInfo::default())));
+}
+
+/// Two containers may each have a different file at the same path, without
+/// build ids: one's names must not stand for the other's.
+#[test]
+fn files_of_one_path_without_build_id_are_told_apart() {
+    marker_function_for_symbolization(1);
+    let addr = marker_function_for_symbolization as *const () as u64;
+    let (path, offset) = file_offset_of(addr + 1);
+    let mine = hearth_proc::Binary::open(path.as_str().into(), &path).unwrap();
+    let other = hearth_proc::Binary::open("/bin/true".into(), "/bin/true").unwrap();
+    assert_ne!(mine.identity(), other.identity());
+    let report_of = |sym: &mut Symbolizer, b: &hearth_proc::Binary| {
+        let mut agg = Aggregate::new();
+        let id = agg.binary(BinaryInfo {
+            path: "/app/server".into(),
+            open_path: Some(b.fd_path().into()),
+            build_id: None,
+            file_bytes: b.file_bytes(),
+            file_id: b.identity(),
+        });
+        agg.add(
+            thread(),
+            &[RawFrame::User {
+                binary: id,
+                file_offset: offset,
+            }],
+            1,
+        );
+        let r = sym.report(&agg, RecordingInfo::default());
+        r.function_names_root_first(&r.samples[0])
+            .iter()
+            .any(|n| n.ends_with("marker_function_for_symbolization"))
+    };
+    let mut sym = Symbolizer::new();
+    assert!(report_of(&mut sym, &mine));
+    assert!(
+        !report_of(&mut sym, &other),
+        "the other file at that path was named from this one's cache"
+    );
 }

@@ -56,6 +56,8 @@ pub enum Outcome {
 struct ProcessUnwinder {
     generation: u64,
     unwinder: UnwinderX86_64<SectionBytes>,
+    /// Estimated heap bytes of `unwinder`'s module list.
+    bytes: u64,
 }
 
 /// Unwinders for every process, plus the shared rule cache.
@@ -86,8 +88,10 @@ fn section(
     }
 }
 
-fn build(process: &Process) -> UnwinderX86_64<SectionBytes> {
+/// A process's unwinder, and an estimate of its heap bytes.
+fn build(process: &Process) -> (UnwinderX86_64<SectionBytes>, u64) {
     let mut unwinder = UnwinderX86_64::new();
+    let mut bytes = 0u64;
     for m in process.mappings() {
         let (Some(binary), Some(bias)) = (&m.binary, m.bias) else {
             continue;
@@ -114,9 +118,10 @@ fn build(process: &Process) -> UnwinderX86_64<SectionBytes> {
             text_segment_svma: None,
             text_segment: None,
         };
+        bytes += (std::mem::size_of::<Module<SectionBytes>>() + m.path.len()) as u64;
         unwinder.add_module(Module::new(m.path.to_string(), m.start..m.end, bias, info));
     }
-    unwinder
+    (unwinder, bytes)
 }
 
 impl StackUnwinder {
@@ -125,6 +130,16 @@ impl StackUnwinder {
             processes: HashMap::new(),
             cache: CacheX86_64::new(),
         }
+    }
+
+    /// Estimated heap bytes of the per-process unwinders and the rule cache.
+    pub fn approx_bytes(&self) -> u64 {
+        let per_process = std::mem::size_of::<(u32, ProcessUnwinder)>() as u64 + 8;
+        self.processes
+            .values()
+            .map(|p| per_process + p.bytes)
+            .sum::<u64>()
+            + std::mem::size_of::<CacheX86_64>() as u64
     }
 
     /// Unwinds one user stack. `stack` is the copy that starts at `regs.sp`.
@@ -143,9 +158,10 @@ impl StackUnwinder {
             .or_insert_with(|| ProcessUnwinder {
                 generation: u64::MAX,
                 unwinder: UnwinderX86_64::new(),
+                bytes: 0,
             });
         if entry.generation != process.generation {
-            entry.unwinder = build(process);
+            (entry.unwinder, entry.bytes) = build(process);
             entry.generation = process.generation;
         }
         let sp = regs.sp;

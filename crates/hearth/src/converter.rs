@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use hearth_proc::container::{classify_cgroup, Classification};
 use hearth_proc::fault_guard;
+use hearth_proc::loader::Stalled;
 use hearth_proc::table::NewMapping;
-use hearth_proc::{BinaryKey, ProcessTable};
+use hearth_proc::{BinaryKey, CgroupRead, ProcessTable};
 use hearth_profile::{Aggregate, BinaryId, BinaryInfo, ContainerKey, RawFrame, ThreadInfo};
 use hearth_sampler::format::{X86_REG_BP, X86_REG_IP, X86_REG_SP};
 use hearth_sampler::{parse_record, Record, SampleFormat, SampleRecord};
@@ -98,6 +99,8 @@ fn binary_info(b: &hearth_proc::Binary, open: bool) -> BinaryInfo {
         path: b.path.clone(),
         open_path: open.then(|| b.fd_path().into()),
         build_id: b.build_id.clone(),
+        file_bytes: b.file_bytes(),
+        file_id: b.identity(),
     }
 }
 
@@ -163,34 +166,18 @@ impl Converter {
 
     /// The container of `pid`, from its cgroup. A process that is gone
     /// keeps what was known of it (inherited at fork, or read earlier).
+    /// With a loader the file is read there: until its answer, the process
+    /// keeps what was known (or none).
     fn container_of(&mut self, pid: u32) -> Option<Arc<ContainerKey>> {
         if let Some(c) = self.containers.get(&pid) {
             if !c.stale {
                 return c.key.clone();
             }
         }
-        let path = format!("{}/{pid}/cgroup", self.table.proc_root());
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let key = match classify_cgroup(&text) {
-                    Classification::Container(c) => Some(Arc::new(ContainerKey {
-                        id: Arc::from(c.id.as_str()),
-                        runtime: c.runtime.map(|r| Arc::from(r.as_str())),
-                        pod_uid: c.pod_uid.as_deref().map(Arc::from),
-                    })),
-                    // Runtime monitors (conmon) are not the workload.
-                    Classification::Host | Classification::RuntimeMonitor { .. } => None,
-                };
-                self.containers.insert(
-                    pid,
-                    ContainerOf {
-                        key: key.clone(),
-                        stale: false,
-                    },
-                );
-                key
-            }
-            Err(_) => {
+        match self.table.read_cgroup(pid) {
+            CgroupRead::Now(text) => self.set_cgroup(pid, text),
+            CgroupRead::Asked => {
+                // Not asked again until the periodic refresh, answered or not.
                 let entry = self.containers.entry(pid).or_insert(ContainerOf {
                     key: None,
                     stale: false,
@@ -198,7 +185,47 @@ impl Converter {
                 entry.stale = false;
                 entry.key.clone()
             }
+            CgroupRead::Busy => self.containers.get(&pid).and_then(|c| c.key.clone()),
         }
+    }
+
+    /// Records what `/proc/<pid>/cgroup` said (`None`: the process is gone,
+    /// it keeps what was known).
+    fn set_cgroup(&mut self, pid: u32, text: Option<String>) -> Option<Arc<ContainerKey>> {
+        let Some(text) = text else {
+            let entry = self.containers.entry(pid).or_insert(ContainerOf {
+                key: None,
+                stale: false,
+            });
+            entry.stale = false;
+            return entry.key.clone();
+        };
+        let key = match classify_cgroup(&text) {
+            Classification::Container(c) => Some(Arc::new(ContainerKey {
+                id: Arc::from(c.id.as_str()),
+                runtime: c.runtime.map(|r| Arc::from(r.as_str())),
+                pod_uid: c.pod_uid.as_deref().map(Arc::from),
+            })),
+            // Runtime monitors (conmon) are not the workload.
+            Classification::Host | Classification::RuntimeMonitor { .. } => None,
+        };
+        self.containers.insert(
+            pid,
+            ContainerOf {
+                key: key.clone(),
+                stale: false,
+            },
+        );
+        key
+    }
+
+    /// Estimated heap bytes of the process table, the per-process
+    /// unwinders and the per-process bookkeeping here.
+    pub fn process_bytes(&self) -> u64 {
+        let per_pid = std::mem::size_of::<(u32, ContainerOf)>() as u64 + 8;
+        self.table.approx_bytes()
+            + self.unwinder.approx_bytes()
+            + (self.containers.len() + self.rescanned.len()) as u64 * per_pid
     }
 
     pub fn aggregate(&self) -> &Aggregate {
@@ -209,6 +236,13 @@ impl Converter {
     /// [`ProcessTable::apply_loaded`]); never blocks.
     pub fn poll_loads(&mut self) {
         self.table.apply_loaded();
+        for (pid, text) in self.table.take_cgroups() {
+            // Only for processes still known: a late answer must not bring
+            // back an entry for a process reaped since.
+            if self.containers.contains_key(&pid) || self.table.get(pid).is_some() {
+                self.set_cgroup(pid, text);
+            }
+        }
     }
 
     /// Hands over the aggregate built so far and starts a new one.
@@ -322,11 +356,18 @@ impl Converter {
         }
         let periodic = self.last_time.saturating_sub(self.last_cgroup_refresh) > CGROUP_REFRESH_NS;
         for stalled in self.table.take_stalled_loads() {
-            tracing::warn!(
-                "reading a binary on {stalled} took over {:?}: files on that file system are \
-                 not read any more (their frames keep file offsets, unnamed)",
-                hearth_proc::loader::STALL
-            );
+            match stalled {
+                Stalled::Binary(on) => tracing::warn!(
+                    "reading a binary on {on} took over {:?}: files on that file system are \
+                     not read any more (their frames keep file offsets, unnamed)",
+                    hearth_proc::loader::STALL
+                ),
+                Stalled::Proc(pid) => tracing::warn!(
+                    "reading /proc/{pid} took over {:?} (the process is likely stuck on a hung \
+                     file system): its files are not read again until that read returns",
+                    hearth_proc::loader::STALL
+                ),
+            }
         }
         if periodic {
             self.last_cgroup_refresh = self.last_time;
@@ -456,6 +497,8 @@ impl Converter {
                                 path: m.path.clone(),
                                 open_path: None,
                                 build_id: None,
+                                file_bytes: 0,
+                                file_id: 0,
                             };
                             match &m.key {
                                 Some(key) => {

@@ -72,6 +72,12 @@ struct AgentArgs {
     /// Ring buffer per CPU, in KiB.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=1_048_576))]
     ring_kib: u64,
+    /// The agent's memory budget in MiB, shared by its parts: the page's
+    /// history, the export queue and the symbolizer each get a share unless
+    /// their own flag sets it (README.md, "Memory") [default: 128].
+    #[arg(long, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(hearth::agent::memory::MIN_MEMORY_MIB..=1_048_576))]
+    memory_mib: Option<u64>,
     #[command(flatten)]
     kubernetes: KubernetesArgs,
     #[command(flatten)]
@@ -94,7 +100,7 @@ struct UiArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     ui_history: Option<Duration>,
     /// Upper bound of the memory the page's history may hold, in MiB; the
-    /// oldest windows go first [default: 256].
+    /// oldest windows go first [default: a quarter of --memory-mib].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     ui_memory_mib: Option<u64>,
 }
@@ -103,6 +109,7 @@ impl UiArgs {
     fn options(
         &self,
         file: &hearth::agent::config_file::UiSection,
+        budget: &hearth::agent::memory::MemoryBudget,
     ) -> Result<Option<hearth::agent::ui_sink::UiOptions>> {
         let listen = self
             .ui_listen
@@ -115,7 +122,10 @@ impl UiArgs {
                 format!("profile page address {addr:?} is not like 127.0.0.1:7070")
             })?,
         };
-        let mut history = hearth_ui::HistoryConfig::default();
+        let mut history = hearth_ui::HistoryConfig {
+            max_bytes: budget.share_usize(hearth::agent::memory::Part::UiHistory),
+            ..Default::default()
+        };
         if let Some(d) = self.ui_history.or(file
             .history_minutes
             .filter(|m| *m > 0.0 && m.is_finite() && *m < 1e7)
@@ -616,7 +626,22 @@ fn run_agent(args: AgentArgs) -> Result<ExitCode> {
             kubernetes.delete_grace = Duration::from_secs_f64(g);
         }
     }
-    let otlp = otlp_config(&args.otlp, &file.otlp)?;
+    let memory_mib = args
+        .memory_mib
+        .or(file.memory_mib)
+        .unwrap_or(hearth::agent::memory::DEFAULT_MEMORY_MIB);
+    anyhow::ensure!(
+        memory_mib >= hearth::agent::memory::MIN_MEMORY_MIB,
+        "memory_mib must be at least {}",
+        hearth::agent::memory::MIN_MEMORY_MIB
+    );
+    let memory = hearth::agent::memory::MemoryBudget::from_mib(memory_mib);
+    let mut otlp = otlp_config(&args.otlp, &file.otlp)?;
+    if let Some(c) = otlp.as_mut() {
+        if args.otlp.queue_mib.is_none() && file.otlp.queue_mib.filter(|q| *q > 0).is_none() {
+            c.queue_bytes = memory.share_usize(hearth::agent::memory::Part::ExportQueue);
+        }
+    }
     let (extra_resource_attributes, bad) = hearth::enrich::parse_resource_attributes(
         &std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default(),
     );
@@ -652,9 +677,11 @@ fn run_agent(args: AgentArgs) -> Result<ExitCode> {
         otlp,
         extra_resource_attributes,
         shutdown_deadline: args.shutdown_timeout,
-        ui: args.ui.options(&file.ui)?,
+        ui: args.ui.options(&file.ui, &memory)?,
+        memory,
         ..Default::default()
     };
+    tracing::info!(memory_mib, "memory budget");
     let sinks: Vec<Box<dyn hearth::agent::ReportSink>> = Vec::new();
     hearth::agent::run(opts, sinks, stop)?;
     tracing::info!("stopped");

@@ -1,4 +1,4 @@
-//! Issue 9, acceptance 2: a real `hearth agent`, run under a limit of
+//! A real `hearth agent`, run under a limit of
 //! 1,024 descriptors, against hostile clients of both its ports: idle
 //! connections past that limit, 1,000 slow partial headers each heading
 //! for 380 KB, and 64 parallel heavy page queries. Throughout, /healthz
@@ -14,9 +14,10 @@
 //! of hundreds of MB), not with the clients; total RSS is printed, and only
 //! held under the DaemonSet's 512 MiB limit.
 //!
-//! The history is what the agent gathered during the test (about a minute
-//! of one-second windows of this machine), not a full 15 minutes: the
-//! queries ask for the last 900 s, which is all of it.
+//! The queries run over a full 15-minute history: the agents first gather
+//! 15 minutes of two-second windows of this machine with 500 extra
+//! processes running varied stacks (`many`), so the heaviest queries the
+//! page has (the last 900 s, everything) are as heavy as they get.
 
 mod common;
 
@@ -40,8 +41,19 @@ const SLOW_HEADS: usize = 1000;
 const SLOW_HEAD_BYTES: usize = 380 << 10;
 const SLOW_CHUNK: usize = 4 << 10;
 const PARALLEL_QUERIES: usize = 64;
-/// The agent's anonymous memory may not pass this at any time.
-const ANON_BUDGET_KIB: u64 = 256 << 10;
+/// The agent's memory budget (`--memory-mib`, its default): its anonymous
+/// memory may not pass it at any time.
+const BUDGET_MIB: u64 = hearth::agent::memory::DEFAULT_MEMORY_MIB;
+const ANON_BUDGET_KIB: u64 = BUDGET_MIB << 10;
+/// How much history the queries run over.
+const HISTORY: Duration = Duration::from_secs(15 * 60);
+/// The agents' reporting interval and frequency: 450 windows of 500-odd
+/// processes in the history, which a debug build on a busy machine still
+/// reports in time.
+const INTERVAL_S: u64 = 2;
+const FREQUENCY: &str = "49";
+/// Processes running beside the agents while the history fills.
+const PROCESSES: usize = 500;
 /// Nor its whole RSS the DaemonSet's memory limit.
 const RSS_LIMIT_KIB: u64 = 512 << 10;
 /// After the clients go, anonymous memory must be back within this of a
@@ -121,11 +133,19 @@ fn open_fds(pid: u32) -> u64 {
 fn start_agent(metrics_port: u16, ui_port: u16, log_path: &std::path::Path) -> Agent {
     let log = std::fs::File::create(log_path).expect("agent log file");
     let mut cmd = Command::new(hearth());
-    cmd.args(["agent", "--interval", "1", "-F", "99"])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--ui-listen", &format!("127.0.0.1:{ui_port}")])
-        .stdout(Stdio::null())
-        .stderr(log);
+    cmd.args([
+        "agent",
+        "--interval",
+        &INTERVAL_S.to_string(),
+        "-F",
+        FREQUENCY,
+    ])
+    .args(["--memory-mib", &BUDGET_MIB.to_string()])
+    .args(["--ui-history", &format!("{}s", HISTORY.as_secs())])
+    .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+    .args(["--ui-listen", &format!("127.0.0.1:{ui_port}")])
+    .stdout(Stdio::null())
+    .stderr(log);
     without_agent_env(&mut cmd);
     // SAFETY: only setrlimit(2) between fork and exec.
     unsafe {
@@ -273,6 +293,14 @@ fn hostile_clients_leave_the_agent_healthy_sampling_and_small() {
         return;
     }
     let dir = TempDir::new("hostile-clients");
+    // Many processes with varied stacks, for as long as the test runs.
+    let _many = KillOnDrop(
+        Command::new(workload("many"))
+            .args([&PROCESSES.to_string(), "1500", "200", "100"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start many"),
+    );
     let log_path = dir.path("agent.log");
     let (metrics_port, ui_port) = (free_port(), free_port());
     let mut agent = start_agent(metrics_port, ui_port, &log_path);
@@ -307,6 +335,36 @@ fn hostile_clients_leave_the_agent_healthy_sampling_and_small() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // The full history: 15 minutes of windows held by both agents.
+    let span_ms = |port| -> u64 {
+        let Ok((200, _, body)) = get(port, "/api/overview", Duration::from_secs(30)) else {
+            return 0;
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        v["newest_ms"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(v["oldest_ms"].as_u64().unwrap_or(u64::MAX))
+    };
+    let full = HISTORY.as_millis() as u64 - 5_000;
+    loop {
+        let (a, c) = (span_ms(ui_port), span_ms(control_ui));
+        if a >= full && c >= full {
+            println!(
+                "history full after {:?}: {a} ms and {c} ms held",
+                started.elapsed()
+            );
+            break;
+        }
+        assert_alive(&mut agent, &log_path);
+        assert_alive(&mut control, &control_log);
+        assert!(
+            started.elapsed() < HISTORY + Duration::from_secs(180),
+            "the history holds only {a} ms and {c} ms after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
     for port in [ui_port, control_ui] {
         let (status, _, _) =
             get(port, "/api/flame?last=900", Duration::from_secs(30)).expect("a first query");
@@ -317,6 +375,10 @@ fn hostile_clients_leave_the_agent_healthy_sampling_and_small() {
     let anon_before = status_kib(pid, "RssAnon:");
     let control_before = status_kib(control_pid, "RssAnon:");
     let fds_before = open_fds(pid);
+    let dropped_before = get(metrics_port, "/metrics", Duration::from_secs(5))
+        .map(|(_, _, b)| metric(&String::from_utf8_lossy(&b), "hearth_windows_dropped_total"))
+        .unwrap_or(u64::MAX);
+    println!("windows dropped while the history filled: {dropped_before}");
     println!(
         "agent ready in {:?}: {}",
         started.elapsed(),
@@ -499,7 +561,7 @@ fn hostile_clients_leave_the_agent_healthy_sampling_and_small() {
          {control_before} KiB)"
     );
     assert!(w.peak_fds < AGENT_FD_LIMIT);
-    // Windows kept coming, none dropped: one a second, never 5 s without.
+    // Windows kept coming, none dropped: never three intervals without one.
     assert!(w.windows.len() >= 5, "{:?}", w.windows);
     let (mut last_t, mut last_n) = (w.windows[0].0, w.windows[0].1);
     let mut longest_without = 0f64;
@@ -511,8 +573,12 @@ fn hostile_clients_leave_the_agent_healthy_sampling_and_small() {
         longest_without = longest_without.max(t - last_t);
     }
     println!("longest time without a new window: {longest_without:.1} s");
-    assert!(longest_without < 5.0, "{:?}", w.windows);
-    assert_eq!(metric(&metrics, "hearth_windows_dropped_total"), 0);
+    assert!(longest_without < 3.0 * INTERVAL_S as f64, "{:?}", w.windows);
+    assert_eq!(
+        metric(&metrics, "hearth_windows_dropped_total"),
+        dropped_before,
+        "windows were dropped while the clients ran"
+    );
     assert!(metric(&metrics, "hearth_http_connections_evicted_total") > 0);
     assert!(metric(&metrics, "hearth_http_headers_too_large_total") > 0);
     // Rate limited: a first line per server, summaries at most once a minute.

@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Anonymous memory the agent (a debug build here) may use in these cases:
-/// what it allocates itself, which a hostile process must not inflate.
-const ANON_BUDGET_KIB: u64 = 192 * 1024;
-/// All resident memory, file pages of the binaries it reads included.
+/// The memory budget the agent runs with here (its default), and so the
+/// anonymous memory it may use: what it allocates itself, which a hostile
+/// process must not inflate.
+const BUDGET_MIB: u64 = hearth::agent::memory::DEFAULT_MEMORY_MIB;
+const ANON_BUDGET_KIB: u64 = BUDGET_MIB * 1024;
+/// All resident memory, file pages of the binaries it reads included (5,000
+/// memfd files are mapped pages too).
 const RSS_BUDGET_KIB: u64 = 384 * 1024;
 
 /// `GET path` on loopback; the status line's code and how long it took.
@@ -50,6 +53,7 @@ impl Agent {
         let port = free_port();
         let mut cmd = Command::new(hearth());
         cmd.args(["agent", "-F", "199", "--interval", "1"])
+            .args(["--memory-mib", &BUDGET_MIB.to_string()])
             .args(["--ui-listen", "off"])
             .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
@@ -586,6 +590,39 @@ fn process_in_its_own_pid_and_mount_namespace() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("start unshare")
+        },
+        10,
+        "leaf_seventy",
+    );
+}
+
+/// A program whose path is not UTF-8 (a directory named with bytes that
+/// are no text): its stacks must not be lost, and the name must not hide
+/// the process's other mappings.
+#[test]
+fn binary_whose_path_is_not_utf8() {
+    let case = "binary_whose_path_is_not_utf8";
+    if !require_root_perf(case) {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("odd-path");
+    let odd_dir = dir
+        .0
+        .join(std::ffi::OsStr::from_bytes(b"odd\xff\xfe\x80name"));
+    std::fs::create_dir_all(&odd_dir).expect("odd directory");
+    let program = odd_dir.join("split_app");
+    std::fs::copy(workload("split_c"), &program).expect("copy");
+    assert!(program.to_str().is_none(), "the path must not be UTF-8");
+    case_with_recording(
+        case,
+        || {
+            Command::new(&program)
+                .arg("8")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start the oddly named program")
         },
         10,
         "leaf_seventy",

@@ -120,8 +120,14 @@ int main(int argc, char **argv)
 			kill(0, SIGTERM);
 			return 1;
 		}
-		if (pid == 0)
+		if (pid == 0) {
+			/* Killed with the parent: a test that kills it must not
+			 * leave hundreds of processes behind. */
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (getppid() == 1)
+				_exit(0);
 			child(i, seconds, busy_s, period_s);
+		}
 	}
 	while (wait(NULL) > 0)
 		;

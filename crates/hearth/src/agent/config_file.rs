@@ -7,12 +7,13 @@
 //! frequency = 19
 //! interval_seconds = 5
 //! metrics_listen = "127.0.0.1:9464"
+//! memory_mib = 128             # the budget the parts below share
 //!
 //! [ui]
 //! listen = "127.0.0.1:7070"   # or "off"
 //! allow_remote = false        # required to listen beyond loopback
 //! history_minutes = 15
-//! memory_mib = 256
+//! memory_mib = 32             # default: a quarter of the budget
 //!
 //! [kubernetes]
 //! node_name = "node-1"
@@ -30,7 +31,7 @@
 //! ca_cert = "/etc/hearth/ca.pem"
 //! client_cert = "/etc/hearth/client.pem"
 //! client_key = "/etc/hearth/client.key"
-//! queue_mib = 64
+//! queue_mib = 16              # default: an eighth of the budget
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,6 +45,7 @@ pub struct FileConfig {
     pub frequency: Option<u64>,
     pub interval_seconds: Option<f64>,
     pub metrics_listen: Option<String>,
+    pub memory_mib: Option<u64>,
     #[serde(default)]
     pub kubernetes: KubernetesSection,
     #[serde(default)]

@@ -96,6 +96,11 @@ pub struct AgentMetrics {
     pub binary_loads_pending: Gauge,
     pub binary_load_stalls: Arc<MirroredCounter>,
     pub unparsed_frames: Arc<MirroredCounter>,
+    /// Bytes per part of the agent (`part` label), the budget they share,
+    /// and the agent's resident memory (`kind` anon or file).
+    memory: Family<Vec<(String, String)>, Gauge>,
+    pub memory_budget: Gauge,
+    resident: Family<Vec<(String, String)>, Gauge>,
     hooks: Mutex<Vec<ScrapeHook>>,
     heartbeat: AtomicU64,
     started: AtomicBool,
@@ -139,6 +144,9 @@ impl AgentMetrics {
             binary_loads_pending: Gauge::default(),
             binary_load_stalls: Arc::default(),
             unparsed_frames: Arc::default(),
+            memory: Family::default(),
+            memory_budget: Gauge::default(),
+            resident: Family::default(),
             hooks: Mutex::new(Vec::new()),
             heartbeat: AtomicU64::new(0),
             started: AtomicBool::new(false),
@@ -284,6 +292,21 @@ impl AgentMetrics {
                 m.binaries.clone(),
             );
             r.register(
+                "memory_bytes",
+                "Bytes held by each part of the agent (estimated where not counted)",
+                m.memory.clone(),
+            );
+            r.register(
+                "memory_budget_bytes",
+                "The memory budget the parts share (--memory-mib)",
+                m.memory_budget.clone(),
+            );
+            r.register(
+                "resident_bytes",
+                "The agent's resident memory, anonymous and file-backed",
+                m.resident.clone(),
+            );
+            r.register(
                 "binary_descriptors",
                 "Descriptors those files keep open (bounded; the rest are reached through their mapping)",
                 m.binary_descriptors.clone(),
@@ -338,6 +361,13 @@ impl AgentMetrics {
         *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
     }
 
+    /// Sets the bytes `part` holds now.
+    pub fn set_memory(&self, part: super::memory::Part, bytes: u64) {
+        self.memory
+            .get_or_create(&vec![("part".into(), part.label().into())])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     pub fn add_scrape_hook(&self, hook: ScrapeHook) {
         self.hooks
             .lock()
@@ -387,6 +417,13 @@ impl AgentMetrics {
     pub fn render(&self) -> String {
         self.mapped_file_zero_pages
             .set_total(hearth_proc::fault_guard::faults());
+        if let Some((anon, file)) = super::memory::resident_bytes() {
+            for (kind, bytes) in [("anon", anon), ("file", file)] {
+                self.resident
+                    .get_or_create(&vec![("kind".into(), kind.into())])
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
         for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             hook();
         }

@@ -14,6 +14,7 @@
 //!   unless told otherwise.
 
 pub mod config_file;
+pub mod memory;
 pub mod metrics;
 pub mod otlp_sink;
 pub mod reporter;
@@ -60,6 +61,8 @@ pub struct AgentOptions {
     pub extra_resource_attributes: Vec<(String, String)>,
     /// The local profile page; `None`: no history kept, nothing served.
     pub ui: Option<ui_sink::UiOptions>,
+    /// What the parts' memory bounds are shares of (see [`memory`]).
+    pub memory: memory::MemoryBudget,
 }
 
 impl Default for AgentOptions {
@@ -76,6 +79,7 @@ impl Default for AgentOptions {
             otlp: None,
             extra_resource_attributes: Vec::new(),
             ui: None,
+            memory: memory::MemoryBudget::default(),
         }
     }
 }
@@ -99,6 +103,13 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let metrics = Arc::new(metrics::AgentMetrics::new());
+    metrics
+        .memory_budget
+        .set(i64::try_from(opts.memory.total_bytes).unwrap_or(i64::MAX));
+    // Every part shows, at 0 until it holds something.
+    for part in memory::Part::ALL {
+        metrics.set_memory(part, 0);
+    }
     // Its worker answers /healthz: a crowded node must not delay it. The
     // workers start first, at build; threads started later are the
     // blocking pool's (page queries), which keep the default weight.

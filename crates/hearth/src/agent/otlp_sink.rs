@@ -35,6 +35,7 @@ impl OtlpSink {
             m.rejected_profiles.set_total(s.rejected_profiles);
             m.export_queue_bytes
                 .set(i64::try_from(s.queue_bytes).unwrap_or(i64::MAX));
+            m.set_memory(super::memory::Part::ExportQueue, s.queue_bytes);
         }));
         Ok(OtlpSink {
             exporter: Some(exporter),

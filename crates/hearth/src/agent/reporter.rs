@@ -8,6 +8,7 @@ use hearth_k8s::attributes::AttributeConfig;
 use hearth_k8s::store::PodStore;
 use hearth_symbolize::{RecordingInfo, Symbolizer};
 
+use super::memory::Part;
 use super::metrics::AgentMetrics;
 use super::sampling::Window;
 use super::{AgentOptions, ReportSink};
@@ -25,6 +26,13 @@ pub fn run(
     // Each parsed file holds a descriptor: a share of the limit, as the
     // process table's binaries get.
     symbolizer.file_limit = hearth_proc::binary::descriptor_share();
+    // Bounded by bytes too: large binaries keep appearing on a busy node.
+    if let Some(b) = opts.memory.share(Part::SymbolizerFiles) {
+        symbolizer.files_byte_limit = b;
+    }
+    if let Some(b) = opts.memory.share(Part::SymbolizerCache) {
+        symbolizer.cache_byte_limit = b;
+    }
     let default_attributes = AttributeConfig::default();
     let host = opts.host_name();
     for window in windows {
@@ -52,6 +60,9 @@ pub fn run(
         for sink in &mut sinks {
             sink.accept(&report);
         }
+        let held = symbolizer.memory();
+        metrics.set_memory(Part::SymbolizerFiles, held.files);
+        metrics.set_memory(Part::SymbolizerCache, held.cache);
         metrics.windows.inc();
         metrics.report_seconds.set(started.elapsed().as_secs_f64());
         tracing::debug!(

@@ -10,6 +10,7 @@ use hearth_proc::ProcessTable;
 use hearth_profile::Aggregate;
 use hearth_sampler::{Session, SessionConfig, Target};
 
+use super::memory::Part;
 use super::metrics::AgentMetrics;
 use super::AgentOptions;
 use crate::batch::{pump, Batch, FINAL_DRAIN};
@@ -80,6 +81,7 @@ pub fn run(
     let mut window_start_unix = now_unix_ns();
     let mut window_len = jittered(opts.interval, opts.jitter, &mut seed);
     let mut last_stats = converter.stats;
+    let mut last_memory = Instant::now();
     // Whether the last drain left records in the rings: then there is no
     // waiting (a full ring may wake no one again).
     let mut behind = false;
@@ -138,6 +140,11 @@ pub fn run(
             .binary_descriptors
             .set(i64::try_from(binaries.descriptors().open()).unwrap_or(i64::MAX));
         last_stats = stats;
+        if last_memory.elapsed() >= Duration::from_secs(1) {
+            last_memory = Instant::now();
+            metrics.set_memory(Part::Binaries, binaries.unwind_bytes());
+            metrics.set_memory(Part::Processes, converter.process_bytes());
+        }
         if stopping || window_start.elapsed() >= window_len {
             let window = Window {
                 aggregate: converter.take_aggregate(),

@@ -119,6 +119,8 @@ impl ReportSink for HistorySink {
             .ui_history_bytes
             .set(i64::try_from(h.bytes()).unwrap_or(i64::MAX));
         self.metrics
+            .set_memory(super::memory::Part::UiHistory, h.bytes() as u64);
+        self.metrics
             .ui_history_windows
             .set(i64::try_from(h.windows().len()).unwrap_or(i64::MAX));
         self.metrics

@@ -16,6 +16,8 @@
 //!
 //! Run: `cargo bench -p hearth-k8s --bench api_load`.
 
+#[path = "../tests/support/cluster.rs"]
+mod cluster;
 #[path = "../tests/support/fake_apiserver.rs"]
 mod fake_apiserver;
 
@@ -26,7 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_apiserver::{fixture, FakeApiServer};
+use cluster::{make_pod, node_name, node_pods, Rng, Shape, Templates};
+use fake_apiserver::FakeApiServer;
 use futures::StreamExt;
 use hearth_k8s::attributes::AttributeConfig;
 use hearth_k8s::meta::PodMeta;
@@ -140,193 +143,6 @@ const RESTART_PERCENT: u64 = 10;
 /// Deletion grace of the node watch: long enough to check the deleted pods
 /// are still held after the churn, short enough to see them expire.
 const GRACE: Duration = Duration::from_secs(8);
-const DAEMONSETS: [&str; 4] = ["node-agent-", "kube-proxy-", "cni-node-", "log-shipper-"];
-
-/// Deterministic generator (splitmix64), so both runs see the same cluster
-/// and the same churn.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn hex(&mut self, len: usize) -> String {
-        let mut s = String::with_capacity(len + 16);
-        while s.len() < len {
-            s.push_str(&format!("{:016x}", self.next()));
-        }
-        s.truncate(len);
-        s
-    }
-
-    fn uuid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            0x8000 | ((b >> 48) & 0x3fff),
-            b & 0xffff_ffff_ffff
-        )
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Shape {
-    Deployment,
-    Ephemeral,
-    StatefulSet,
-    CronJob,
-    Bare,
-    DaemonSet,
-    Static,
-}
-
-impl Shape {
-    fn fixture(self) -> &'static str {
-        match self {
-            Shape::Deployment => "deployment",
-            Shape::Ephemeral => "ephemeral",
-            Shape::StatefulSet => "init",
-            Shape::CronJob => "cronjob",
-            Shape::Bare => "bare",
-            Shape::DaemonSet => "daemonset",
-            Shape::Static => "static",
-        }
-    }
-
-    /// An application pod, weighted roughly as in a general-purpose cluster.
-    fn workload(rng: &mut Rng) -> Shape {
-        match rng.below(100) {
-            0..=61 => Shape::Deployment,
-            62..=64 => Shape::Ephemeral,
-            65..=76 => Shape::StatefulSet,
-            77..=91 => Shape::CronJob,
-            _ => Shape::Bare,
-        }
-    }
-}
-
-struct Templates(Vec<(Shape, Value)>);
-
-impl Templates {
-    fn load() -> Templates {
-        let shapes = [
-            Shape::Deployment,
-            Shape::Ephemeral,
-            Shape::StatefulSet,
-            Shape::CronJob,
-            Shape::Bare,
-            Shape::DaemonSet,
-            Shape::Static,
-        ];
-        Templates(shapes.iter().map(|&s| (s, fixture(s.fixture()))).collect())
-    }
-
-    fn get(&self, shape: Shape) -> &Value {
-        &self.0.iter().find(|(s, _)| *s == shape).unwrap().1
-    }
-}
-
-fn node_name(n: usize) -> String {
-    format!("node{n}")
-}
-
-/// A short unique name suffix (base 36).
-fn suffix(mut serial: usize) -> String {
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut s = Vec::new();
-    for _ in 0..5 {
-        s.push(DIGITS[serial % 36]);
-        serial /= 36;
-    }
-    assert_eq!(serial, 0, "name suffix overflow");
-    String::from_utf8(s).unwrap()
-}
-
-/// A new pod from a fixture: own name, uid, node, IPs and container ids.
-fn make_pod(
-    t: &Templates,
-    shape: Shape,
-    serial: usize,
-    node: usize,
-    daemon: usize,
-    rng: &mut Rng,
-) -> Value {
-    let mut pod = t.get(shape).clone();
-    let node_s = node_name(node);
-    let md = pod["metadata"].as_object_mut().unwrap();
-    let name = match shape {
-        Shape::Static => {
-            let base = md["name"].as_str().unwrap().trim_end_matches("-node1");
-            format!("{base}-{node_s}")
-        }
-        Shape::DaemonSet => {
-            md.insert("generateName".into(), json!(DAEMONSETS[daemon]));
-            format!("{}{}", DAEMONSETS[daemon], suffix(serial))
-        }
-        Shape::Bare => format!("{}-{}", md["name"].as_str().unwrap(), suffix(serial)),
-        _ => format!("{}{}", md["generateName"].as_str().unwrap(), suffix(serial)),
-    };
-    md.insert("name".into(), json!(name));
-    md.insert("uid".into(), json!(rng.uuid()));
-    md.remove("resourceVersion");
-    if shape == Shape::Static {
-        let hash = rng.hex(32);
-        let ann = md["annotations"].as_object_mut().unwrap();
-        ann.insert("kubernetes.io/config.hash".into(), json!(hash));
-        ann.insert("kubernetes.io/config.mirror".into(), json!(hash));
-    }
-    pod["spec"]["nodeName"] = json!(node_s);
-    let host_ip = format!("10.0.{}.{}", node / 200, node % 200 + 10);
-    let pod_ip = if shape == Shape::Static {
-        host_ip.clone()
-    } else {
-        format!(
-            "10.{}.{}.{}",
-            100 + node / 250,
-            node % 250,
-            serial % 250 + 2
-        )
-    };
-    let status = &mut pod["status"];
-    status["hostIP"] = json!(host_ip);
-    status["hostIPs"] = json!([{ "ip": host_ip }]);
-    status["podIP"] = json!(pod_ip);
-    status["podIPs"] = json!([{ "ip": pod_ip }]);
-    for list in [
-        "containerStatuses",
-        "initContainerStatuses",
-        "ephemeralContainerStatuses",
-    ] {
-        let Some(statuses) = status.get_mut(list).and_then(Value::as_array_mut) else {
-            continue;
-        };
-        for s in statuses {
-            renew_id(&mut s["containerID"], rng);
-            renew_id(&mut s["lastState"]["terminated"]["containerID"], rng);
-        }
-    }
-    pod
-}
-
-/// Gives a `runtime://<id>` field a fresh id; leaves anything else alone.
-fn renew_id(field: &mut Value, rng: &mut Rng) {
-    let Some((runtime, _)) = field.as_str().and_then(|s| s.split_once("://")) else {
-        return;
-    };
-    *field = json!(format!("{runtime}://{}", rng.hex(64)));
-}
 
 /// The whole cluster: node1 first, then ~110 pods on each of 90 nodes, each
 /// node with one static pod and four DaemonSet pods.
@@ -341,15 +157,7 @@ fn build_cluster(t: &Templates, rng: &mut Rng) -> Vec<Value> {
             let i = node - 2;
             others / OTHER_NODES + usize::from(i < others % OTHER_NODES)
         };
-        for k in 0..count {
-            let (shape, daemon) = match k {
-                0 => (Shape::Static, 0),
-                1..=4 => (Shape::DaemonSet, k - 1),
-                _ => (Shape::workload(rng), 0),
-            };
-            pods.push(make_pod(t, shape, serial, node, daemon, rng));
-            serial += 1;
-        }
+        pods.extend(node_pods(t, node, count, &mut serial, rng));
     }
     assert_eq!(pods.len(), CLUSTER_PODS);
     pods

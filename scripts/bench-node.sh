@@ -7,8 +7,8 @@
 #   starts-seconds  length of the process-start phase (0 skips it)
 #
 # Needs root, a cgroup2 mount (/sys/fs/cgroup/unified or /sys/fs/cgroup),
-# scripts/setup-tests.sh run once (the workloads in tests/workloads/build,
-# `bigbin` included), and builds hearth and examples/node_apiserver.rs in
+# scripts/setup-tests.sh run once (the workloads in tests/workloads/build;
+# `bigbin` is built here, once), and builds hearth and examples/node_apiserver.rs in
 # release (CARGO_TARGET_DIR is honoured). Raw data in $HEARTH_BENCH_DIR
 # (default /tmp/hearth-bench-node, emptied first; the node phase keeps 200
 # copies of bigbin there, about 2.5 GB); markdown on stdout.
@@ -69,6 +69,8 @@ avail_kb_now=0
 node=node1
 
 [[ $(id -u) -eq 0 ]] || { log "needs root (whole-machine sampling, cgroups)"; exit 1; }
+# The large binary no test needs (rebuilt only when its sources changed).
+bash tests/workloads/c/build.sh bigbin >&2
 for bin in many spawner shortlived split_c split_rust bigbin; do
 	[[ -x $wl/$bin ]] || { log "error: $wl/$bin missing: run scripts/setup-tests.sh"; exit 1; }
 done

@@ -78,8 +78,7 @@ log "workloads:"
 for bin in tests/workloads/build/split_c tests/workloads/build/spawner \
 	tests/workloads/build/shortlived tests/workloads/build/split_rust tests/workloads/build/many \
 	tests/workloads/build/cutter tests/workloads/build/libcut.so tests/workloads/build/memfds \
-	tests/workloads/build/hangfs tests/workloads/build/execstorm tests/workloads/build/threads \
-	tests/workloads/build/bigbin; do
+	tests/workloads/build/hangfs tests/workloads/build/execstorm tests/workloads/build/threads; do
 	[[ -x $bin ]] || { log "error: $bin was not built" >&2; exit 1; }
 	log "  $bin"
 done

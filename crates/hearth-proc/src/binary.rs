@@ -163,6 +163,52 @@ impl FileStamp {
     }
 }
 
+/// Sizes of the sections a symbolizer reads and keeps (see
+/// [`Binary::symbol_bytes`]).
+fn symbol_section_bytes(elf: &ElfFile64<'_, object::LittleEndian>) -> u64 {
+    use object::{Object, ObjectSection};
+    elf.sections()
+        .filter(|s| {
+            s.name().is_ok_and(|n| {
+                n.starts_with(".debug_")
+                    || n.starts_with(".zdebug_")
+                    || matches!(n, ".symtab" | ".strtab" | ".dynsym" | ".dynstr")
+            })
+        })
+        .map(|s| match s.compressed_file_range() {
+            Ok(c) if c.format != object::CompressionFormat::None => {
+                c.uncompressed_size.saturating_add(c.compressed_size)
+            }
+            _ => s.size(),
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Where debug files are found by build id, as symbolizers look for them.
+const DEBUG_DIRS: [&str; 2] = ["/usr/lib/debug", "/lib/debug"];
+
+/// The symbol bytes of the separate debug file of build id `id` (hex), if
+/// there is one: distributions ship debug sections apart, compressed.
+fn separate_debug_bytes(id: &str) -> u64 {
+    let (Some(dir), Some(rest)) = (id.get(..2), id.get(2..)) else {
+        return 0;
+    };
+    for root in DEBUG_DIRS {
+        let Ok(file) = File::open(format!("{root}/.build-id/{dir}/{rest}.debug")) else {
+            continue;
+        };
+        // SAFETY: read-only; a file cut under the mapping reads as zeros
+        // (fault_guard), and only section headers are read.
+        let Ok(data) = (unsafe { Mmap::map(&file) }) else {
+            return 0;
+        };
+        return ElfFile64::<object::LittleEndian>::parse(&*data)
+            .map(|elf| symbol_section_bytes(&elf))
+            .unwrap_or(0);
+    }
+    0
+}
+
 /// Largest file parsed. The whole file is mapped: without a cap, files
 /// grown to terabytes (a memfd costs nothing until written) would use up
 /// the address space. 4 GiB passes the largest debug builds.
@@ -218,6 +264,9 @@ pub struct Binary {
     /// Device, inode and stamp of the file, hashed: tells files of one path
     /// apart (one per container image, or a rewrite); 0 when unknown.
     identity: u64,
+    /// Bytes a symbolizer reads and keeps of this file: see
+    /// [`Binary::symbol_bytes`].
+    symbol_bytes: u64,
     data: Mmap,
     /// Kept open so the file stays reachable through `/proc/self/fd` after
     /// the process that mapped it is gone, or the file was deleted; only
@@ -289,6 +338,10 @@ impl Binary {
         let mut b = Self::parse(path, open_path.into(), data)?;
         b.stamp = Some(stamp);
         b.identity = identity;
+        if let Some(id) = b.build_id_hex() {
+            // What a symbolizer reads instead of the missing debug sections.
+            b.symbol_bytes += separate_debug_bytes(&id);
+        }
         match budget {
             Some(budget) if !budget.try_take() => {
                 drop(file);
@@ -359,6 +412,7 @@ impl Binary {
             got: range(".got"),
         };
         let build_id = elf.build_id().ok().flatten().map(Arc::from);
+        let symbol_bytes = symbol_section_bytes(&elf);
         Ok(Binary {
             path,
             open_path,
@@ -367,6 +421,7 @@ impl Binary {
             sections,
             stamp: None,
             identity: 0,
+            symbol_bytes,
             data,
             file: None,
             slot: None,
@@ -450,6 +505,14 @@ impl Binary {
     /// Which file this is, beyond its path (see the field); 0: unknown.
     pub fn identity(&self) -> u64 {
         self.identity
+    }
+
+    /// Bytes a symbolizer reads and keeps of this file: its symbol tables
+    /// and debug sections (decompressed, as it keeps them, plus the
+    /// compressed bytes it maps), and those of a separate debug file found
+    /// by build id; its memory bound counts this, not the file's size.
+    pub fn symbol_bytes(&self) -> u64 {
+        self.symbol_bytes
     }
 
     /// Size of the file as mapped.
@@ -618,6 +681,8 @@ pub struct CacheStats {
 #[derive(Debug)]
 pub struct BinaryCache {
     entries: HashMap<BinaryKey, Result<Arc<Binary>, Arc<LoadError>>>,
+    /// The vDSO image, copied once (see [`Binary::vdso`]).
+    vdso: Option<Result<Arc<Binary>, Arc<LoadError>>>,
     descriptors: Arc<DescriptorBudget>,
     pub max_binaries: usize,
     pub stats: CacheStats,
@@ -639,6 +704,7 @@ impl BinaryCache {
     pub fn with_limits(descriptors: usize, max_binaries: usize) -> Self {
         BinaryCache {
             entries: HashMap::new(),
+            vdso: None,
             descriptors: DescriptorBudget::new(descriptors),
             max_binaries,
             stats: CacheStats::default(),
@@ -722,9 +788,7 @@ impl BinaryCache {
     /// failures so that they are tried again. Returns how many were dropped.
     pub fn evict_unused(&mut self) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|key, entry| match entry {
-            // The vDSO is shared by everything and cheap: keep it.
-            _ if matches!(key, BinaryKey::Path(p) if &**p == "[vdso]") => true,
+        self.entries.retain(|_, entry| match entry {
             Ok(b) => Arc::strong_count(b) > 1,
             Err(_) => false,
         });
@@ -756,7 +820,6 @@ impl BinaryCache {
     pub fn loaded(&self) -> Vec<(BinaryKey, Arc<Binary>)> {
         self.entries
             .iter()
-            .filter(|(k, _)| !matches!(k, BinaryKey::Path(p) if &**p == "[vdso]"))
             .filter_map(|(k, e)| Some((k.clone(), e.as_ref().ok()?.clone())))
             .collect()
     }
@@ -770,8 +833,8 @@ impl BinaryCache {
 
     /// The vDSO image (see [`Binary::vdso`]), loaded on first use.
     pub fn vdso(&mut self) -> Option<Arc<Binary>> {
-        let key = BinaryKey::Path("[vdso]".into());
-        if let Some(entry) = self.entries.get(&key) {
+        // Asked at every exec: kept apart, with no key to build and hash.
+        if let Some(entry) = &self.vdso {
             return entry.clone().ok();
         }
         let entry = Binary::vdso().map(Arc::new).map_err(Arc::new);
@@ -779,7 +842,7 @@ impl BinaryCache {
             Ok(_) => self.stats.loaded += 1,
             Err(_) => self.stats.failed += 1,
         }
-        self.entries.insert(key, entry.clone());
+        self.vdso = Some(entry.clone());
         entry.ok()
     }
 
@@ -871,6 +934,7 @@ mod tests {
             sections: UnwindSections::default(),
             stamp: None,
             identity: 0,
+            symbol_bytes: 0,
             slot: None,
             map_path: None,
             data: memmap2::MmapOptions::new()
@@ -958,5 +1022,33 @@ mod tests {
         assert_eq!(split_dev((8 << 8) | 1), (8, 1));
         let dev: u64 = ((259u64 & 0xfff) << 8) | ((70000u64 & 0xff) | ((70000u64 & !0xff) << 12));
         assert_eq!(split_dev(dev), (259, 70000));
+    }
+
+    #[test]
+    fn symbol_bytes_count_symbols_and_debug_sections_not_the_file() {
+        // This test binary: symbol tables and line tables, and code.
+        let exe = std::env::current_exe().unwrap();
+        let b = Binary::open("exe".into(), exe.to_str().unwrap()).unwrap();
+        assert!(b.symbol_bytes() > 0);
+        assert!(b.symbol_bytes() < b.file_bytes(), "{}", b.symbol_bytes());
+        // A stripped copy keeps only its dynamic symbols.
+        let dir = std::env::temp_dir().join(format!("hearth-symbytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stripped = dir.join("stripped");
+        let ok = std::process::Command::new("strip")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&exe)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            let s = Binary::open("s".into(), stripped.to_str().unwrap()).unwrap();
+            assert!(
+                s.symbol_bytes() < b.symbol_bytes() / 4,
+                "{}",
+                s.symbol_bytes()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -47,6 +47,9 @@ enum Request {
     Check(Vec<(BinaryKey, Arc<Binary>)>),
     /// Read these `/proc` files of `pid`.
     Proc { pid: u32, read: ProcRead },
+    /// Read `/proc/<pid>/cgroup` of each: one request (one wake-up) for
+    /// all the processes first sampled since the last drain.
+    Cgroups(Vec<u32>),
 }
 
 /// Which `/proc` files of a process to read.
@@ -253,6 +256,18 @@ impl Loader {
         }
     }
 
+    /// Asks for the cgroup files of `pids` to be read, in one request.
+    /// False if the queue is full (ask again later).
+    pub fn read_cgroups(&mut self, pids: Vec<u32>) -> bool {
+        match self.requests.try_send(Request::Cgroups(pids)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.queue_full += 1;
+                false
+            }
+        }
+    }
+
     /// Asks which of `binaries` changed since they were parsed, unless the
     /// previous question is still unanswered.
     pub fn check(&mut self, binaries: Vec<(BinaryKey, Arc<Binary>)>) {
@@ -390,6 +405,24 @@ fn elapsed_ms(shared: &Shared) -> u64 {
     u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// One `/proc` read, watched for stalls; a process whose earlier read is
+/// still stuck is not read.
+fn read_proc(shared: &Shared, state: &ThreadState, pid: u32, read: ProcRead) -> ProcAnswer {
+    if lock(&shared.stuck_pids).contains(&pid) {
+        return ProcAnswer::Stalled(read);
+    }
+    *lock(&state.current) = Some(Current::Proc { pid, read });
+    state.begin(shared, None);
+    let root = &shared.proc_root;
+    let answer = match read {
+        ProcRead::Process => ProcAnswer::Process(proc_read::read_process(root, pid).map(Box::new)),
+        ProcRead::Cgroup => ProcAnswer::Cgroup(proc_read::read_cgroup(root, pid)),
+    };
+    state.end(shared);
+    *lock(&state.current) = None;
+    answer
+}
+
 fn run(shared: &Shared, state: &ThreadState) {
     loop {
         // Only the receive holds the lock, never a load: a stuck thread
@@ -445,23 +478,24 @@ fn run(shared: &Shared, state: &ThreadState) {
                 }
                 Outcome::Changed(changed)
             }
-            Request::Proc { pid, read } => {
-                let answer = if lock(&shared.stuck_pids).contains(&pid) {
-                    ProcAnswer::Stalled(read)
-                } else {
-                    *lock(&state.current) = Some(Current::Proc { pid, read });
-                    state.begin(shared, None);
-                    let root = &shared.proc_root;
-                    let answer = match read {
-                        ProcRead::Process => {
-                            ProcAnswer::Process(proc_read::read_process(root, pid).map(Box::new))
-                        }
-                        ProcRead::Cgroup => ProcAnswer::Cgroup(proc_read::read_cgroup(root, pid)),
-                    };
-                    state.end(shared);
-                    answer
+            Request::Proc { pid, read } => Outcome::Proc {
+                pid,
+                answer: read_proc(shared, state, pid, read),
+            },
+            Request::Cgroups(pids) => {
+                let Some((&last, rest)) = pids.split_last() else {
+                    continue;
                 };
-                Outcome::Proc { pid, answer }
+                for &pid in rest {
+                    let answer = read_proc(shared, state, pid, ProcRead::Cgroup);
+                    if shared.outcomes.send(Outcome::Proc { pid, answer }).is_err() {
+                        return;
+                    }
+                }
+                Outcome::Proc {
+                    pid: last,
+                    answer: read_proc(shared, state, last, ProcRead::Cgroup),
+                }
             }
         };
         *lock(&state.current) = None;

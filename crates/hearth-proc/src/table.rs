@@ -46,8 +46,10 @@ pub struct Process {
     pub pid: u32,
     pub name: Arc<str>,
     threads: HashMap<u32, Arc<str>>,
-    /// Sorted by start, non-overlapping.
-    mappings: Vec<Mapping>,
+    /// Sorted by start, non-overlapping. Shared with the parent at fork
+    /// (most children exec at once, which replaces them), copied when
+    /// either changes.
+    mappings: Arc<Vec<Mapping>>,
     /// Bumped whenever `mappings` changes, so unwinders know to rebuild.
     pub generation: u64,
     /// Kernel time of the main thread's exit.
@@ -60,7 +62,7 @@ impl Process {
             pid,
             name,
             threads: HashMap::new(),
-            mappings: Vec::new(),
+            mappings: Arc::default(),
             generation: 0,
             exited_at: None,
         }
@@ -84,11 +86,15 @@ impl Process {
     }
 
     fn insert_mapping(&mut self, m: Mapping) {
+        let mappings = Arc::make_mut(&mut self.mappings);
+        if mappings.capacity() == 0 {
+            // A new image maps a dozen or so files: grow once, not per file.
+            mappings.reserve(16);
+        }
         // A new mapping replaces whatever it overlaps (as mmap does).
-        self.mappings
-            .retain(|o| o.end <= m.start || o.start >= m.end);
-        let i = self.mappings.partition_point(|o| o.start < m.start);
-        self.mappings.insert(i, m);
+        mappings.retain(|o| o.end <= m.start || o.start >= m.end);
+        let i = mappings.partition_point(|o| o.start < m.start);
+        mappings.insert(i, m);
         self.generation += 1;
     }
 }
@@ -151,6 +157,14 @@ pub struct ProcessTable {
     pending_scans: HashSet<u32>,
     /// `/proc/<pid>/cgroup` texts read by the loader, not taken yet.
     cgroups: Vec<(u32, Option<String>)>,
+    /// Paths of mappings, each held once (most processes map the same few
+    /// files); paths no mapping holds any more go at [`ProcessTable::reap`].
+    paths: HashSet<Arc<str>>,
+    /// Processes whose cgroup is to be asked of the loader, in one request
+    /// at the next [`ProcessTable::apply_loaded`].
+    cgroups_wanted: Vec<u32>,
+    /// Cgroup reads sent and not answered yet.
+    cgroups_out: usize,
     pub stats: TableStats,
     /// Root of the proc file system (`/proc`; tests may point elsewhere).
     proc_root: String,
@@ -177,6 +191,9 @@ impl ProcessTable {
             pending: HashSet::new(),
             pending_scans: HashSet::new(),
             cgroups: Vec::new(),
+            cgroups_wanted: Vec::new(),
+            cgroups_out: 0,
+            paths: HashSet::new(),
             stats: TableStats::default(),
             proc_root: root.trim_end_matches('/').to_string(),
             exit_grace_ns: 2_000_000_000,
@@ -200,6 +217,7 @@ impl ProcessTable {
                         .iter()
                         .map(|m| per_mapping + m.path.len() as u64 + 16)
                         .sum::<u64>()
+                        / Arc::strong_count(&p.mappings) as u64
             })
             .sum()
     }
@@ -313,14 +331,35 @@ impl ProcessTable {
     /// `/proc/<pid>/cgroup`: read in place without a loader, else asked of
     /// a loader thread (see [`CgroupRead`]).
     pub fn read_cgroup(&mut self, pid: u32) -> CgroupRead {
-        let Some(loader) = &mut self.loader else {
+        if self.loader.is_none() {
             return CgroupRead::Now(proc_read::read_cgroup(&self.proc_root, pid));
-        };
-        if loader.read_proc(pid, ProcRead::Cgroup) {
-            CgroupRead::Asked
-        } else {
+        }
+        if self.cgroups_wanted.len() >= crate::loader::QUEUE {
             self.stats.proc_reads_failed += 1;
-            CgroupRead::Busy
+            return CgroupRead::Busy;
+        }
+        self.cgroups_wanted.push(pid);
+        CgroupRead::Asked
+    }
+
+    /// Sends the cgroup reads asked since the last call to the loader, in
+    /// one request: the caller does so about once a second, since every
+    /// request wakes a loader thread (the answers are given to the samples
+    /// of the window they were asked in, see the converter).
+    pub fn flush_cgroup_reads(&mut self) {
+        let Some(loader) = &mut self.loader else {
+            return;
+        };
+        if self.cgroups_wanted.is_empty() {
+            return;
+        }
+        let pids = std::mem::take(&mut self.cgroups_wanted);
+        let n = pids.len();
+        if loader.read_cgroups(pids) {
+            self.cgroups_out += n;
+        } else {
+            // Asked again at the converter's next periodic refresh.
+            self.stats.proc_reads_failed += n as u64;
         }
     }
 
@@ -343,7 +382,14 @@ impl ProcessTable {
         if m.len == 0 {
             return;
         }
-        let path: Arc<str> = m.path.into();
+        let path: Arc<str> = match self.paths.get(m.path) {
+            Some(p) => p.clone(),
+            None => {
+                let p: Arc<str> = m.path.into();
+                self.paths.insert(p.clone());
+                p
+            }
+        };
         // The kernel names anonymous shared executable memory `//anon`.
         let file = m.path.starts_with('/') && !m.path.starts_with("//anon");
         let (key, binary) = if file {
@@ -460,7 +506,8 @@ impl ProcessTable {
     pub fn settle(&mut self, timeout: std::time::Duration) -> usize {
         let deadline = std::time::Instant::now() + timeout;
         let mut applied = 0;
-        while !self.pending.is_empty() || !self.pending_scans.is_empty() {
+        self.flush_cgroup_reads();
+        while !self.pending.is_empty() || !self.pending_scans.is_empty() || self.cgroups_out > 0 {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 break;
@@ -493,9 +540,15 @@ impl ProcessTable {
                             }
                         }
                     }
-                    ProcAnswer::Cgroup(text) => self.cgroups.push((pid, text)),
+                    ProcAnswer::Cgroup(text) => {
+                        self.cgroups_out = self.cgroups_out.saturating_sub(1);
+                        self.cgroups.push((pid, text));
+                    }
                     ProcAnswer::Stalled(read) => {
                         self.stats.proc_reads_failed += 1;
+                        if read == ProcRead::Cgroup {
+                            self.cgroups_out = self.cgroups_out.saturating_sub(1);
+                        }
                         if read == ProcRead::Process {
                             self.pending_scans.remove(&pid);
                         }
@@ -527,11 +580,22 @@ impl ProcessTable {
         for (pid, files) in scanned {
             self.apply_scan(pid, &files);
         }
+        if ready.is_empty() && changed.is_empty() {
+            // Only /proc answers: no mapping to revisit.
+            return 0;
+        }
         let mut applied = 0;
         let mut remapped = 0;
         for p in self.procs.values_mut() {
+            let concerned = |m: &Mapping| match &m.binary {
+                Some(b) => changed.contains_key(&Arc::as_ptr(b)),
+                None => m.key.as_ref().is_some_and(|k| ready.contains_key(k)),
+            };
+            if !p.mappings.iter().any(concerned) {
+                continue;
+            }
             let mut touched = false;
-            for m in &mut p.mappings {
+            for m in Arc::make_mut(&mut p.mappings).iter_mut() {
                 if let Some(b) = &m.binary {
                     if changed.contains_key(&Arc::as_ptr(b)) {
                         m.binary = None;
@@ -575,7 +639,7 @@ impl ProcessTable {
             if p.exited_at.is_some() {
                 continue;
             }
-            for m in &p.mappings {
+            for m in p.mappings.iter() {
                 let Some(key) = &m.key else { continue };
                 if m.binary.is_some()
                     || self.pending.contains(key)
@@ -623,17 +687,27 @@ impl ProcessTable {
             .collect();
         let mut remapped = 0;
         for p in self.procs.values_mut() {
+            let concerned = |m: &Mapping| {
+                m.binary
+                    .as_ref()
+                    .is_some_and(|b| by_ptr.contains_key(&Arc::as_ptr(b)))
+            };
+            if !p.mappings.iter().any(concerned) {
+                continue;
+            }
+            let exited = p.exited_at.is_some();
+            let pid = p.pid;
             let mut touched = false;
-            for m in &mut p.mappings {
+            for m in Arc::make_mut(&mut p.mappings).iter_mut() {
                 let Some(key) = m.binary.as_ref().and_then(|b| by_ptr.get(&Arc::as_ptr(b))) else {
                     continue;
                 };
-                m.binary = if p.exited_at.is_some() {
+                m.binary = if exited {
                     None
                 } else {
                     let candidates = candidate_paths(
                         &self.proc_root,
-                        p.pid,
+                        pid,
                         m.start,
                         m.end,
                         &m.path,
@@ -665,7 +739,7 @@ impl ProcessTable {
         }
         let p = self.process_entry(pid);
         if exec {
-            p.mappings.clear();
+            p.mappings = Arc::default();
             p.threads.clear();
             p.generation += 1;
             p.exited_at = None;
@@ -688,23 +762,26 @@ impl ProcessTable {
             p.threads.insert(tid, name);
             return;
         }
+        // Above any earlier process of this pid (its exit may have been
+        // lost), so unwinders never reuse its tables.
+        let old = self.procs.get(&pid).map(|o| o.generation);
         let child = match self.procs.get(&ppid) {
             Some(parent) => {
-                let mut c = parent.clone();
-                c.pid = pid;
-                c.name = parent.thread_name(ptid);
-                c.threads.clear();
-                c.threads.insert(tid, c.name.clone());
-                c.exited_at = None;
-                // Above any earlier process of this pid (its exit may have
-                // been lost), so unwinders never reuse its tables.
-                let old = self.procs.get(&pid).map_or(0, |o| o.generation);
-                c.generation = c.generation.max(old) + 1;
-                c
+                let name = parent.thread_name(ptid);
+                let mut threads = HashMap::new();
+                threads.insert(tid, name.clone());
+                Process {
+                    pid,
+                    name,
+                    threads,
+                    mappings: parent.mappings.clone(),
+                    generation: parent.generation.max(old.unwrap_or(0)) + 1,
+                    exited_at: None,
+                }
             }
             None => {
                 let mut p = Process::new(pid, Arc::from(""));
-                p.generation = self.procs.get(&pid).map_or(0, |o| o.generation + 1);
+                p.generation = old.map_or(0, |g| g + 1);
                 p
             }
         };
@@ -727,7 +804,11 @@ impl ProcessTable {
         let before = self.procs.len();
         self.procs
             .retain(|_, p| p.exited_at.is_none_or(|t| now.saturating_sub(t) < grace));
-        before - self.procs.len()
+        let reaped = before - self.procs.len();
+        if reaped > 0 {
+            self.paths.retain(|p| Arc::strong_count(p) > 1);
+        }
+        reaped
     }
 }
 

@@ -215,6 +215,18 @@ fn a_hung_proc_read_is_answered_as_stalled_and_its_process_skipped_while_others_
         proc_answer_for(&mut loader, 8, Duration::from_secs(10)),
         Some(ProcAnswer::Cgroup(Some(_)))
     ));
+    // Many cgroups in one request: one answer each, the stuck one at once.
+    assert!(loader.read_cgroups(vec![8, 7, 8]));
+    let mut answers = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while answers.len() < 3 && Instant::now() < end {
+        for o in loader.wait(Duration::from_millis(50)) {
+            if let Outcome::Proc { pid, answer } = o {
+                answers.push((pid, matches!(answer, ProcAnswer::Cgroup(Some(_)))));
+            }
+        }
+    }
+    assert_eq!(answers, vec![(8, true), (7, false), (8, true)]);
 
     // The stuck read returns: process 7 is read again.
     let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();

@@ -110,6 +110,25 @@ impl Aggregate {
         self.total_samples += count;
     }
 
+    /// Gives every sample of these processes the container now known for
+    /// it (learned after the samples were counted).
+    pub fn set_containers(&mut self, known: &HashMap<u32, Option<Arc<ContainerKey>>>) {
+        let stale = self.counts.keys().any(|k| {
+            known
+                .get(&k.thread.pid)
+                .is_some_and(|c| *c != k.thread.container)
+        });
+        if !stale {
+            return;
+        }
+        for (mut key, count) in std::mem::take(&mut self.counts) {
+            if let Some(c) = known.get(&key.thread.pid) {
+                key.thread.container = c.clone();
+            }
+            *self.counts.entry(key).or_insert(0) += count;
+        }
+    }
+
     /// Number of distinct (thread, stack) entries.
     pub fn distinct(&self) -> usize {
         self.counts.len()
@@ -137,7 +156,7 @@ mod tests {
             path: "/bin/x".into(),
             open_path: None,
             build_id: None,
-            file_bytes: 0,
+            symbol_bytes: 0,
             file_id: 0,
         });
         let frames = [RawFrame::User {
@@ -153,7 +172,7 @@ mod tests {
             path: "/bin/x".into(),
             open_path: None,
             build_id: None,
-            file_bytes: 0,
+            symbol_bytes: 0,
             file_id: 0,
         });
         assert_eq!(same_bin, bin);

@@ -42,8 +42,10 @@ pub struct BinaryInfo {
     pub open_path: Option<Arc<str>>,
     /// GNU build id, raw bytes.
     pub build_id: Option<Arc<[u8]>>,
-    /// Size of the file, for the symbolizer's memory bound (0: unknown).
-    pub file_bytes: u64,
+    /// What the symbolizer reads and keeps of the file (symbol tables, debug
+    /// sections decompressed, a separate debug file's), which its memory
+    /// bound counts (0: unknown).
+    pub symbol_bytes: u64,
     /// Tells apart files of the same path when there is no build id (one
     /// per container image, or a file rewritten): 0 when unknown.
     pub file_id: u64,

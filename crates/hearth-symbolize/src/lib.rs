@@ -67,8 +67,8 @@ pub struct SymbolizeStats {
 /// What the symbolizer holds, in bytes (see [`Symbolizer::memory`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SymbolizerMemory {
-    /// Sizes of the files parsed since the last reset: the parser maps
-    /// each whole file and keeps what it parsed of it.
+    /// Symbol bytes ([`BinaryInfo::symbol_bytes`]) of the files kept
+    /// parsed: what the parser reads and keeps of them.
     pub files: u64,
     /// Estimated heap bytes of the resolved addresses kept.
     pub cache: u64,
@@ -251,7 +251,7 @@ impl Symbolizer {
         let path = &*path;
         // Parsing one more file may let the older generation of parsed
         // files go (and their descriptors); resolved addresses stay cached.
-        let blaze = self.parsed.parser_for(&key, info.file_bytes);
+        let blaze = self.parsed.parser_for(&key, info.symbol_bytes);
         let lookup = |debug_syms: bool| {
             let mut elf = Elf::new(path);
             elf.debug_syms = debug_syms;

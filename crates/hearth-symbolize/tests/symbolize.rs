@@ -44,7 +44,7 @@ fn own_function_resolves_by_file_offset_and_is_cached_by_build_id() {
         path: path.as_str().into(),
         open_path: Some(binary.fd_path().into()),
         build_id: binary.build_id.clone(),
-        file_bytes: binary.file_bytes(),
+        symbol_bytes: binary.symbol_bytes(),
         file_id: 0,
     });
     agg.add(
@@ -83,7 +83,7 @@ fn own_function_resolves_by_file_offset_and_is_cached_by_build_id() {
         path: Arc::from("/elsewhere/copy"),
         open_path: Some(Arc::from("/nonexistent")),
         build_id: binary.build_id.clone(),
-        file_bytes: 0,
+        symbol_bytes: 0,
         file_id: 0,
     });
     agg2.add(
@@ -110,7 +110,7 @@ fn unreadable_binary_gets_a_placeholder_name() {
         path: "/no/such/libgone.so".into(),
         open_path: None,
         build_id: None,
-        file_bytes: 0,
+        symbol_bytes: 0,
         file_id: 0,
     });
     agg.add(
@@ -254,7 +254,7 @@ fn caches_stay_within_their_limits() {
         path: "/no/such/lib.so".into(),
         open_path: None,
         build_id: None,
-        file_bytes: 0,
+        symbol_bytes: 0,
         file_id: 0,
     });
     let frames: Vec<RawFrame> = (0..50)
@@ -299,7 +299,7 @@ fn parsed_files_and_names_are_bounded_by_bytes() {
         path: path.as_str().into(),
         open_path: Some(binary.fd_path().into()),
         build_id: binary.build_id.clone(),
-        file_bytes: binary.file_bytes(),
+        symbol_bytes: binary.symbol_bytes(),
         file_id: 0,
     });
     agg.add(
@@ -320,14 +320,14 @@ fn parsed_files_and_names_are_bounded_by_bytes() {
     let mut sym = Symbolizer::new();
     assert!(named(&sym.report(&agg, RecordingInfo::default())));
     let held = sym.memory();
-    assert_eq!(held.files, binary.file_bytes());
+    assert_eq!(held.files, binary.symbol_bytes());
     assert!(held.cache > 0, "{held:?}");
     assert_eq!((sym.stats.resets, sym.parsed_files()), (0, 1));
 
     // A file larger than the bound is parsed, used, and let go with the
     // report; names larger than theirs are not kept either.
     let mut sym = Symbolizer::new();
-    sym.files_byte_limit = binary.file_bytes() - 1;
+    sym.files_byte_limit = binary.symbol_bytes() - 1;
     sym.cache_byte_limit = 1;
     assert!(named(&sym.report(&agg, RecordingInfo::default())));
     assert_eq!(sym.memory(), hearth_symbolize::SymbolizerMemory::default());
@@ -351,7 +351,7 @@ fn files_of_one_path_without_build_id_are_told_apart() {
             path: "/app/server".into(),
             open_path: Some(b.fd_path().into()),
             build_id: None,
-            file_bytes: b.file_bytes(),
+            symbol_bytes: b.symbol_bytes(),
             file_id: b.identity(),
         });
         agg.add(

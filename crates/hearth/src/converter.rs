@@ -83,6 +83,11 @@ pub struct Converter {
     last_time: u64,
     last_reap: u64,
     containers: HashMap<u32, ContainerOf>,
+    /// Processes whose cgroup was asked of the loader in this window: when
+    /// the answer comes, the window's samples of them get it.
+    cgroups_asked: std::collections::HashSet<u32>,
+    /// Answers for those, to give the window's samples when it ends.
+    cgroups_learned: HashMap<u32, Option<Arc<ContainerKey>>>,
     last_cgroup_refresh: u64,
     /// Last time (kernel clock) each process's maps were re-read because a
     /// sample fell outside every known mapping (records were lost).
@@ -99,7 +104,7 @@ fn binary_info(b: &hearth_proc::Binary, open: bool) -> BinaryInfo {
         path: b.path.clone(),
         open_path: open.then(|| b.fd_path().into()),
         build_id: b.build_id.clone(),
-        file_bytes: b.file_bytes(),
+        symbol_bytes: b.symbol_bytes(),
         file_id: b.identity(),
     }
 }
@@ -157,6 +162,8 @@ impl Converter {
             last_time: 0,
             last_reap: 0,
             containers: HashMap::new(),
+            cgroups_asked: std::collections::HashSet::new(),
+            cgroups_learned: HashMap::new(),
             last_cgroup_refresh: 0,
             rescanned: HashMap::new(),
             faults_seen: fault_guard::faults(),
@@ -177,6 +184,7 @@ impl Converter {
         match self.table.read_cgroup(pid) {
             CgroupRead::Now(text) => self.set_cgroup(pid, text),
             CgroupRead::Asked => {
+                self.cgroups_asked.insert(pid);
                 // Not asked again until the periodic refresh, answered or not.
                 let entry = self.containers.entry(pid).or_insert(ContainerOf {
                     key: None,
@@ -240,7 +248,10 @@ impl Converter {
             // Only for processes still known: a late answer must not bring
             // back an entry for a process reaped since.
             if self.containers.contains_key(&pid) || self.table.get(pid).is_some() {
-                self.set_cgroup(pid, text);
+                let key = self.set_cgroup(pid, text);
+                if self.cgroups_asked.remove(&pid) {
+                    self.cgroups_learned.insert(pid, key);
+                }
             }
         }
     }
@@ -248,6 +259,10 @@ impl Converter {
     /// Hands over the aggregate built so far and starts a new one.
     pub fn take_aggregate(&mut self) -> Aggregate {
         self.poll_loads();
+        // Samples counted while their process's cgroup was being read get
+        // what it said; reads still out keep what was known.
+        self.agg.set_containers(&self.cgroups_learned);
+        self.cgroups_learned.clear();
         for (key, id) in self.unparsed_ids.drain() {
             if let Some(Ok(b)) = self.table.binaries.lookup(&key) {
                 let open = !self.table.is_unresponsive(&key);
@@ -345,7 +360,12 @@ impl Converter {
                 let table = &self.table;
                 self.unwinder.retain(|pid| table.get(pid).is_some());
                 self.containers.retain(|pid, _| table.get(*pid).is_some());
+                self.cgroups_asked.retain(|pid| table.get(*pid).is_some());
             }
+        }
+        if second {
+            // Cgroup reads go to the loader once a second, in one request.
+            self.table.flush_cgroup_reads();
         }
         if second || faults != self.faults_seen {
             self.faults_seen = faults;
@@ -497,7 +517,7 @@ impl Converter {
                                 path: m.path.clone(),
                                 open_path: None,
                                 build_id: None,
-                                file_bytes: 0,
+                                symbol_bytes: 0,
                                 file_id: 0,
                             };
                             match &m.key {

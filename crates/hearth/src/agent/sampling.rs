@@ -20,6 +20,12 @@ use crate::converter::{Converter, PidFilter};
 /// running to be parsed.
 pub const STARTUP_LOADS: Duration = Duration::from_secs(5);
 
+/// Longest wait for the rings between drains. They also wake the thread
+/// when an eighth full, so this only bounds how late a quiet machine's
+/// records are read: every wake-up costs a drain, a sort and a poll of the
+/// loader, which at 19 Hz is most of the thread's own cost.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+
 /// One reporting interval's samples.
 pub struct Window {
     pub aggregate: Aggregate,
@@ -87,7 +93,7 @@ pub fn run(
     let mut behind = false;
     loop {
         if !behind {
-            session.wait(Duration::from_millis(50));
+            session.wait(IDLE_WAIT);
         }
         let stopping = stop.load(Ordering::Relaxed);
         if stopping {

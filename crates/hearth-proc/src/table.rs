@@ -353,7 +353,14 @@ impl ProcessTable {
         if self.cgroups_wanted.is_empty() {
             return;
         }
-        let pids = std::mem::take(&mut self.cgroups_wanted);
+        let mut pids = std::mem::take(&mut self.cgroups_wanted);
+        // A process that exited since has no cgroup file left to read
+        // (most of them under process churn).
+        let procs = &self.procs;
+        pids.retain(|pid| procs.get(pid).is_some_and(|p| p.exited_at.is_none()));
+        if pids.is_empty() {
+            return;
+        }
         let n = pids.len();
         if loader.read_cgroups(pids) {
             self.cgroups_out += n;

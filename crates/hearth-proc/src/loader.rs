@@ -231,11 +231,16 @@ impl Loader {
     /// Asks for `key` to be opened from `candidates`. False if the queue is
     /// full (ask again later).
     pub fn load(&mut self, key: BinaryKey, path: Arc<str>, candidates: Vec<String>) -> bool {
-        match self.requests.try_send(Request::Load {
+        self.send(Request::Load {
             key,
             path,
             candidates,
-        }) {
+        })
+    }
+
+    /// Queues `request`; false (counted) if the queue is full.
+    fn send(&mut self, request: Request) -> bool {
+        match self.requests.try_send(request) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.queue_full += 1;
@@ -247,25 +252,13 @@ impl Loader {
     /// Asks for `/proc` files of `pid` to be read. False if the queue is
     /// full (ask again later).
     pub fn read_proc(&mut self, pid: u32, read: ProcRead) -> bool {
-        match self.requests.try_send(Request::Proc { pid, read }) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.stats.queue_full += 1;
-                false
-            }
-        }
+        self.send(Request::Proc { pid, read })
     }
 
     /// Asks for the cgroup files of `pids` to be read, in one request.
     /// False if the queue is full (ask again later).
     pub fn read_cgroups(&mut self, pids: Vec<u32>) -> bool {
-        match self.requests.try_send(Request::Cgroups(pids)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.stats.queue_full += 1;
-                false
-            }
-        }
+        self.send(Request::Cgroups(pids))
     }
 
     /// Asks which of `binaries` changed since they were parsed, unless the
@@ -483,19 +476,14 @@ fn run(shared: &Shared, state: &ThreadState) {
                 answer: read_proc(shared, state, pid, read),
             },
             Request::Cgroups(pids) => {
-                let Some((&last, rest)) = pids.split_last() else {
-                    continue;
-                };
-                for &pid in rest {
+                // One outcome each, sent as read.
+                for pid in pids {
                     let answer = read_proc(shared, state, pid, ProcRead::Cgroup);
                     if shared.outcomes.send(Outcome::Proc { pid, answer }).is_err() {
                         return;
                     }
                 }
-                Outcome::Proc {
-                    pid: last,
-                    answer: read_proc(shared, state, last, ProcRead::Cgroup),
-                }
+                continue;
             }
         };
         *lock(&state.current) = None;

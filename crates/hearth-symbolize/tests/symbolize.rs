@@ -31,12 +31,19 @@ fn file_offset_of(addr: u64) -> (String, u64) {
     panic!("address {addr:#x} not in a file mapping");
 }
 
-#[test]
-fn own_function_resolves_by_file_offset_and_is_cached_by_build_id() {
+/// This test binary, its path, and the file offset of a frame inside
+/// `marker_function_for_symbolization`.
+fn marker_binary() -> (String, u64, hearth_proc::Binary) {
     marker_function_for_symbolization(1);
     let addr = marker_function_for_symbolization as *const () as u64;
     let (path, offset) = file_offset_of(addr + 1);
     let binary = hearth_proc::Binary::open(path.as_str().into(), &path).unwrap();
+    (path, offset, binary)
+}
+
+#[test]
+fn own_function_resolves_by_file_offset_and_is_cached_by_build_id() {
+    let (path, offset, binary) = marker_binary();
     assert!(binary.build_id.is_some(), "test binary has a build id");
 
     let mut agg = Aggregate::new();
@@ -290,10 +297,7 @@ fn caches_stay_within_their_limits() {
 
 #[test]
 fn parsed_files_and_names_are_bounded_by_bytes() {
-    marker_function_for_symbolization(1);
-    let addr = marker_function_for_symbolization as *const () as u64;
-    let (path, offset) = file_offset_of(addr + 1);
-    let binary = hearth_proc::Binary::open(path.as_str().into(), &path).unwrap();
+    let (path, offset, binary) = marker_binary();
     let mut agg = Aggregate::new();
     let id = agg.binary(BinaryInfo {
         path: path.as_str().into(),
@@ -339,10 +343,7 @@ fn parsed_files_and_names_are_bounded_by_bytes() {
 /// build ids: one's names must not stand for the other's.
 #[test]
 fn files_of_one_path_without_build_id_are_told_apart() {
-    marker_function_for_symbolization(1);
-    let addr = marker_function_for_symbolization as *const () as u64;
-    let (path, offset) = file_offset_of(addr + 1);
-    let mine = hearth_proc::Binary::open(path.as_str().into(), &path).unwrap();
+    let (_, offset, mine) = marker_binary();
     let other = hearth_proc::Binary::open("/bin/true".into(), "/bin/true").unwrap();
     assert_ne!(mine.identity(), other.identity());
     let report_of = |sym: &mut Symbolizer, b: &hearth_proc::Binary| {

@@ -186,27 +186,28 @@ impl Converter {
             CgroupRead::Asked => {
                 self.cgroups_asked.insert(pid);
                 // Not asked again until the periodic refresh, answered or not.
-                let entry = self.containers.entry(pid).or_insert(ContainerOf {
-                    key: None,
-                    stale: false,
-                });
-                entry.stale = false;
-                entry.key.clone()
+                self.keep_known_container(pid)
             }
             CgroupRead::Busy => self.containers.get(&pid).and_then(|c| c.key.clone()),
         }
+    }
+
+    /// What is known of `pid`'s container (none if nothing), marked fresh
+    /// until the next periodic refresh.
+    fn keep_known_container(&mut self, pid: u32) -> Option<Arc<ContainerKey>> {
+        let entry = self.containers.entry(pid).or_insert(ContainerOf {
+            key: None,
+            stale: false,
+        });
+        entry.stale = false;
+        entry.key.clone()
     }
 
     /// Records what `/proc/<pid>/cgroup` said (`None`: the process is gone,
     /// it keeps what was known).
     fn set_cgroup(&mut self, pid: u32, text: Option<String>) -> Option<Arc<ContainerKey>> {
         let Some(text) = text else {
-            let entry = self.containers.entry(pid).or_insert(ContainerOf {
-                key: None,
-                stale: false,
-            });
-            entry.stale = false;
-            return entry.key.clone();
+            return self.keep_known_container(pid);
         };
         let key = match classify_cgroup(&text) {
             Classification::Container(c) => Some(Arc::new(ContainerKey {
